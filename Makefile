@@ -1,0 +1,36 @@
+# `make demo` and `make test` create the environment when it is missing.
+PYTHON_VERSION ?= 3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.protobench-installed
+UV := $(shell command -v uv 2>/dev/null)
+DEMO_STORE ?= leaderboards/results.sqlite
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml uv.lock scripts/install_learn2learn.sh
+ifeq ($(UV),)
+	python3 -m pip install --quiet uv
+endif
+	uv sync --python $(PYTHON_VERSION) --all-extras --locked --inexact
+	bash scripts/install_learn2learn.sh
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/protobench fewshot --dataset digits --method protonet --ways 5 --shots 1 --shots 5 \
+		--train-steps 300 --store $(DEMO_STORE)
+	$(BIN)/protobench fewshot --dataset digits --method ncm --ways 5 --shots 1 --shots 5 \
+		--store $(DEMO_STORE)
+	$(BIN)/protobench leaderboard show fewshot/digits --store $(DEMO_STORE)
+	$(BIN)/protobench leaderboard export --store $(DEMO_STORE) --out leaderboards
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check protobench tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,199 @@
+"""The ``protobench`` command.
+
+Bad input (unknown names, impossible episode specs, missing data, NaN features)
+prints one ``error:`` line naming the fix and exits with code 2; nothing is
+written to the leaderboard.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from protobench.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Benchmark harness for prototype-based learning.")
+board_app = typer.Typer(no_args_is_help=True, help="Show and export leaderboards.")
+app.add_typer(board_app, name="leaderboard")
+out = Console()
+err = Console(stderr=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn UserError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> dict, values read as YAML scalars (``5`` -> 5, ``true`` -> True)."""
+    opts: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"{flag} expects key=value, got {item!r}")
+        opts[key.replace("-", "_")] = yaml.safe_load(value) if value else ""
+    return opts
+
+
+@app.command()
+@user_errors
+def fewshot(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="registered dataset name"),
+    method: str = typer.Option("protonet", "--method", "-m"),
+    ways: int = typer.Option(5, "--ways", "-n"),
+    shots: list[int] = typer.Option([1], "--shots", "-k", help="repeat to evaluate several"),
+    queries: int = typer.Option(15, "--queries", "-q"),
+    episodes: int = typer.Option(1000, "--episodes", "-e"),
+    seed: int = typer.Option(0, "--seed"),
+    split: Optional[str] = typer.Option(None, "--split", help="evaluated split (default test)"),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps"),
+    train_ways: Optional[int] = typer.Option(None, "--train-ways"),
+    train_shots: Optional[int] = typer.Option(None, "--train-shots",
+                                              help="one model for every --shots"),
+    train_queries: Optional[int] = typer.Option(None, "--train-queries"),
+    backbone: Optional[str] = typer.Option(None, "--backbone"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="sqeuclidean|euclidean|cosine"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    dataset_option: Optional[list[str]] = typer.Option(None, "--dataset-option", "-o",
+                                                       help="key=value, repeatable"),
+    train_dataset: Optional[str] = typer.Option(None, "--train-dataset",
+                                                help="NAME[:SPLIT] to train on"),
+    train_option: Optional[list[str]] = typer.Option(None, "--train-option"),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p",
+                                              help="method parameter key=value"),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+                                              help="load a trained method, skip training"),
+    save_checkpoint: Optional[Path] = typer.Option(None, "--save-checkpoint"),
+    save_episodes: Optional[Path] = typer.Option(None, "--save-episodes",
+                                                 help="folder for episode manifests"),
+    episodes_file: Optional[Path] = typer.Option(None, "--episodes-file",
+                                                 help="replay a saved manifest"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train (when needed) and evaluate a few-shot method; write leaderboard rows."""
+    from protobench.fewshot import FewShotConfig, run_fewshot
+
+    cfg = FewShotConfig(
+        dataset=dataset, method=method, ways=ways, shots=tuple(shots), queries=queries,
+        episodes=episodes, seed=seed, split=split, metric=metric, backbone=backbone,
+        train_steps=train_steps, train_ways=train_ways, train_shots=train_shots,
+        train_queries=train_queries, device=device,
+        data_root=str(data_root) if data_root else None,
+        dataset_options=parse_options(dataset_option, "--dataset-option"),
+        train_dataset=train_dataset, train_options=parse_options(train_option, "--train-option"),
+        method_params=parse_options(param, "--param"),
+        checkpoint=str(checkpoint) if checkpoint else None,
+        save_checkpoint=str(save_checkpoint) if save_checkpoint else None,
+        save_episodes=str(save_episodes) if save_episodes else None,
+        episodes_file=str(episodes_file) if episodes_file else None,
+        store=str(store), progress=not no_progress and sys.stderr.isatty(),
+    )
+    outcomes = run_fewshot(cfg)
+    table = Table(title=f"fewshot/{dataset} - {method}")
+    for col in ("setting", "accuracy %", "95% CI", "episodes", "manifest"):
+        table.add_column(col)
+    for o in outcomes:
+        s = o.setting
+        table.add_row(f"{s['ways']}-way {s['shots']}-shot {s['queries']}-query",
+                      f"{100 * o.result.mean:.2f}", f"± {100 * o.result.ci95:.2f}",
+                      str(o.result.n), o.record.manifest_hash[:12])
+    out.print(table)
+    out.print(f"wrote {len(outcomes)} row(s) to {store} (board fewshot/{dataset})")
+
+
+@app.command()
+@user_errors
+def datasets() -> None:
+    """List registered datasets and their splits."""
+    from protobench.datasets import list_datasets
+
+    table = Table(title="datasets")
+    for col in ("name", "splits", "data root", "description"):
+        table.add_column(col)
+    for e in list_datasets():
+        table.add_row(e.name, ", ".join(e.splits), "needed" if e.needs_root else "embedded",
+                      e.description)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def methods() -> None:
+    """List registered methods, their tasks and metrics."""
+    from protobench.methods import list_methods
+
+    table = Table(title="methods")
+    for col in ("name", "tasks", "metrics", "trains", "summary"):
+        table.add_column(col)
+    for cls in list_methods():
+        table.add_row(cls.name, ", ".join(sorted(cls.tasks)), ", ".join(cls.metrics),
+                      "yes" if cls.trainable else "no", cls.summary)
+    out.print(table)
+
+
+@board_app.command("show")
+@user_errors
+def board_show(
+    board: Optional[str] = typer.Argument(None, help="e.g. fewshot/omniglot; omit to list"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+) -> None:
+    """Print a board's ranked table (or the list of boards)."""
+    from protobench.leaderboard.render import CONSOLE_HEADER, ranked_rows
+    from protobench.leaderboard.store import ResultStore
+
+    rs = ResultStore(store)
+    boards = rs.boards()
+    if board is None:
+        for b in boards:
+            out.print(b)
+        return
+    if board not in boards:
+        raise UserError(f"no board {board!r} in {store}; boards: {', '.join(boards) or 'none'}")
+    table = Table(title=board)
+    for col in CONSOLE_HEADER:
+        table.add_column(col, overflow="fold")
+    for r in ranked_rows(rs.records(board)):
+        table.add_row(r.setting, str(r.rank), r.method, r.value_text,
+                      "" if r.n is None else str(r.n), r.details, r.manifest)
+    out.print(table)
+
+
+@board_app.command("export")
+@user_errors
+def board_export(
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    out_dir: Path = typer.Option(Path("leaderboards"), "--out"),
+) -> None:
+    """Write every board as Markdown and CSV (and an index) into a folder."""
+    from protobench.leaderboard.render import export
+    from protobench.leaderboard.store import ResultStore
+
+    for path in export(ResultStore(store), out_dir):
+        out.print(f"wrote {path}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,225 @@
+"""`LabeledData` and the dataset registry.
+
+A dataset is a loader function registered by name. ``load_dataset(name, split)``
+returns a :class:`LabeledData`: samples (an in-memory tensor or a lazy source),
+int64 labels ``0..C-1`` within the split, human-readable class names and a
+content checksum that episode manifests record.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from protobench.errors import DataError, UserError, unknown_name
+from protobench.utils import sha256_tensor
+
+
+class SampleSource(Protocol):
+    """A lazy collection of samples (e.g. image files), indexed by a 1-D index tensor."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True, eq=False)
+class LabeledData:
+    """Samples of one split with their labels.
+
+    x: ``[n, ...]`` tensor (images ``[n, C, H, W]`` or features ``[n, D]``) or a lazy source.
+    labels: ``[n]`` int64 in ``0..len(class_names)-1``.
+    """
+
+    x: torch.Tensor | SampleSource
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    name: str
+    split: str
+    checksum: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
+            raise ValueError("labels must be a 1-D int64 tensor")
+        if len(self.x) != len(self.labels):
+            raise ValueError(f"{len(self.x)} samples but {len(self.labels)} labels")
+        if not self.checksum:
+            object.__setattr__(self, "checksum", self._content_checksum())
+
+    def _content_checksum(self) -> str:
+        if isinstance(self.x, torch.Tensor):
+            return sha256_tensor(self.x, self.labels)
+        return sha256_tensor(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_features(self) -> bool:
+        """True when samples are already feature vectors ``[n, D]``."""
+        return isinstance(self.x, torch.Tensor) and self.x.dim() == 2
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        """Samples at ``idx`` (``[B]`` int64) as a float tensor ``[B, ...]``."""
+        return self.x[idx]
+
+    @cached_property
+    def class_counts(self) -> torch.Tensor:
+        """``[C]`` number of samples of each class."""
+        return torch.bincount(self.labels, minlength=self.num_classes)
+
+    @cached_property
+    def class_table(self) -> torch.Tensor:
+        """``[C, max_n]`` sample indices of each class in ascending order, padded with -1."""
+        order = torch.argsort(self.labels, stable=True)
+        counts = self.class_counts
+        table = torch.full((self.num_classes, int(counts.max().item()) if len(counts) else 0), -1)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(len(order)) - starts[self.labels[order]]
+        table[self.labels[order], pos] = order
+        return table
+
+    def subset_classes(self, classes: Sequence[int], split: str | None = None) -> LabeledData:
+        """The samples of ``classes`` only, relabelled ``0..len(classes)-1`` in that order."""
+        classes_t = torch.as_tensor(list(classes), dtype=torch.int64)
+        remap = torch.full((self.num_classes,), -1, dtype=torch.int64)
+        remap[classes_t] = torch.arange(len(classes_t))
+        keep = torch.nonzero(remap[self.labels] >= 0).squeeze(1)
+        x = self.x[keep] if isinstance(self.x, torch.Tensor) else _SubsetSource(self.x, keep)
+        return replace(
+            self,
+            x=x,
+            labels=remap[self.labels[keep]],
+            class_names=tuple(self.class_names[c] for c in classes_t.tolist()),
+            split=split or self.split,
+            checksum="",
+            meta={**self.meta, "parent_classes": classes_t.tolist()},
+        )
+
+
+@dataclass(frozen=True)
+class _SubsetSource:
+    source: SampleSource
+    keep: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.source[self.keep[idx]]
+
+
+Loader = Callable[..., LabeledData]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: its loader and what it offers.
+
+    ``loader(split, root, download, **options)`` returns the split's LabeledData.
+    ``episodes`` (fixed-episode datasets only) returns the dataset's own episode list.
+    ``train_dataset`` names the (dataset, split) a trainable method learns from when
+    this dataset has no training split of its own.
+    """
+
+    name: str
+    loader: Loader
+    splits: tuple[str, ...]
+    description: str
+    needs_root: bool = False
+    default_test_split: str = "test"
+    episodes: Callable[..., Any] | None = None
+    train_dataset: tuple[str, str] | None = None
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(
+    name: str,
+    *,
+    splits: Sequence[str],
+    description: str,
+    needs_root: bool = False,
+    default_test_split: str = "test",
+    episodes: Callable[..., Any] | None = None,
+    train_dataset: tuple[str, str] | None = None,
+) -> Callable[[Loader], Loader]:
+    """Decorator that registers ``loader`` under ``name``."""
+
+    def deco(loader: Loader) -> Loader:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _REGISTRY[name] = DatasetEntry(
+            name, loader, tuple(splits), description, needs_root, default_test_split,
+            episodes, train_dataset,
+        )
+        return loader
+
+    return deco
+
+
+def list_datasets() -> list[DatasetEntry]:
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    if name not in _REGISTRY:
+        raise unknown_name("dataset", name, list(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def default_data_root() -> Path:
+    """``$PROTOBENCH_DATA`` or ``~/.cache/protobench/data``."""
+    env = os.environ.get("PROTOBENCH_DATA")
+    return Path(env) if env else Path.home() / ".cache" / "protobench" / "data"
+
+
+def cache_dir() -> Path:
+    """Where derived artefacts (decoded images, features) are cached."""
+    env = os.environ.get("PROTOBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "protobench"
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = True,
+    **options: Any,
+) -> LabeledData:
+    """Load ``split`` of the registered dataset ``name``.
+
+    An explicit ``root`` must exist; without one, the default data root is used
+    (and created for downloads).
+    """
+    entry = get_dataset(name)
+    if split not in entry.splits:
+        raise UserError(
+            f"dataset {name!r} has no split {split!r}; choose one of: {', '.join(entry.splits)}"
+        )
+    if root is not None:
+        root = Path(root).expanduser()
+        if not root.exists():
+            raise DataError(
+                f"data root {str(root)!r} does not exist; pass an existing folder with --data-root"
+            )
+    elif entry.needs_root:
+        root = default_data_root() / name
+    try:
+        return entry.loader(split, root=root, download=download, **options)
+    except TypeError as exc:
+        if "unexpected keyword argument" in str(exc):
+            raise UserError(f"dataset {name!r}: {exc}; see `protobench datasets`") from exc
+        raise

@@ -1,0 +1,116 @@
+"""Batched evaluation of frozen-feature episodes, and confidence intervals.
+
+``evaluate_episodes(features, episodes)`` scores all ``E`` episodes with a few
+tensor ops per chunk of episodes (no Python loop per episode): gather supports
+``[e, N, K, D]`` -> prototypes ``[e, N, D]``, gather queries ``[e, N*Q, D]``,
+distances in matmul form ``[e, N*Q, N]``, argmin, per-episode accuracy.
+Chunks are sized so the gathered tensors stay under ``memory_budget`` bytes:
+cache-sized on CPU (the gather then stays in cache for the matmul; measured
+~3x faster than large chunks), large on CUDA. Decisions use the metric's
+ranking form (``2 q.p - ||p||^2`` for squared euclidean), which has the same
+argmax as ``-distance`` without the per-query constant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from protobench.episodic.manifest import EpisodeList
+from protobench.episodic.sampler import episode_labels
+from protobench.errors import UserError
+from protobench.geometry.metrics import get_metric, get_ranker
+
+CPU_BUDGET = 16 * 2**20  # bytes of gathered features per chunk
+CUDA_BUDGET = 1024 * 2**20
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """Per-episode accuracies ``[E]`` with their mean and 95% CI half-width."""
+
+    accuracies: torch.Tensor
+    mean: float
+    ci95: float
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracies)
+
+
+def ci95(values: torch.Tensor | list[float], ddof: int = 1, z: float = 1.96) -> tuple[float, float]:
+    """Mean and half-width ``z * std(ddof) / sqrt(n)``; the half-width is NaN when n <= ddof."""
+    v = torch.as_tensor(values, dtype=torch.float64)
+    n = v.numel()
+    if n == 0:
+        raise UserError("no values to average")
+    mean = v.mean().item()
+    if n <= ddof:
+        return mean, math.nan
+    std = v.std(correction=ddof).item()
+    return mean, z * std / math.sqrt(n)
+
+
+def check_features(features: torch.Tensor) -> None:
+    if features.dim() != 2:
+        raise UserError(f"features must be [n, D], got shape {list(features.shape)}")
+    bad = ~torch.isfinite(features).all(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).squeeze(1)
+        raise UserError(
+            f"features contain NaN or inf in {len(rows)} row(s) (first: {rows[:5].tolist()}); "
+            "check the backbone or the feature file"
+        )
+
+
+def episode_logits(
+    support: torch.Tensor, query: torch.Tensor, metric: str = "sqeuclidean"
+) -> torch.Tensor:
+    """``support [e, N, K, D]``, ``query [e, M, D]`` -> logits ``[e, M, N]`` = -distance to means."""
+    return -get_metric(metric)(query, support.mean(dim=2))
+
+
+def evaluate_episodes(
+    features: torch.Tensor,
+    episodes: EpisodeList | torch.Tensor,
+    shots: int | None = None,
+    metric: str = "sqeuclidean",
+    memory_budget: int | None = None,
+    device: torch.device | str | None = None,
+) -> EpisodeResult:
+    """Nearest-prototype accuracy of every episode.
+
+    features: ``[n, D]`` (indexed by the episodes' sample ids); episodes: an EpisodeList or
+    an ``[E, N, K+Q]`` index tensor with ``shots`` given. Runs on ``device`` (default: the
+    features' device).
+    """
+    check_features(features)
+    if isinstance(episodes, EpisodeList):
+        indices, shots = episodes.indices, episodes.shots
+    else:
+        indices = episodes
+        if shots is None:
+            raise UserError("pass shots= with a raw index tensor")
+    device = torch.device(device) if device is not None else features.device
+    features = features.to(device)
+    E, N, S = indices.shape
+    Q, D = S - shots, features.shape[1]
+    labels = episode_labels(N, Q, device)
+    rank = get_ranker(metric)
+    if memory_budget is None:
+        memory_budget = CUDA_BUDGET if device.type == "cuda" else CPU_BUDGET
+    chunk = max(1, memory_budget // (N * S * D * features.element_size()))
+    accs = torch.empty(E, dtype=torch.float64, device=device)
+    indices = indices.to(device)
+    for start in range(0, E, chunk):
+        idx = indices[start:start + chunk]
+        e = idx.shape[0]
+        support = features.index_select(0, idx[:, :, :shots].reshape(-1)).view(e, N, shots, D)
+        query = features.index_select(0, idx[:, :, shots:].reshape(-1)).view(e, N * Q, D)
+        scores = rank(query, support.mean(dim=2))  # [e, N*Q, N]
+        accs[start:start + e] = (scores.argmax(-1) == labels).double().mean(-1)
+    accs = accs.cpu()
+    mean, half = ci95(accs)
+    return EpisodeResult(accs, mean, half)

@@ -1,0 +1,108 @@
+"""Seeded, vectorised episode sampling.
+
+``sample_episodes(data, spec)`` returns ``[E, N, K+Q]`` int64 sample indices
+(support first, then queries, per class) and the ``[E, N]`` split-local class
+ids. Episodes are drawn in fixed-size chunks; chunk ``c`` uses its own CPU
+``torch.Generator`` seeded from ``(seed, c)``, so the result is bit-identical
+in any process and on any device, and any chunk can be regenerated alone.
+
+Per chunk (no Python loop over episodes or classes):
+- classes: ``multinomial`` without replacement over the eligible classes;
+- samples: a random key per (episode, way, slot) of the padded class table,
+  invalid slots pushed to +inf, and the ``K+Q`` smallest keys taken with
+  ``topk`` -> a uniform draw without replacement, support and query disjoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from protobench.datasets.base import LabeledData
+from protobench.errors import SpecError
+
+CHUNK = 4096
+_SEED_STRIDE = 1_000_003  # chunk c of seed s uses generator seed s * stride + c
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """N-way K-shot Q-query, E episodes, from ``seed``."""
+
+    ways: int
+    shots: int
+    queries: int = 15
+    episodes: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("ways", "shots", "queries", "episodes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if self.ways < 2:
+            raise SpecError("ways must be at least 2 for a classification episode")
+
+    @property
+    def per_class(self) -> int:
+        return self.shots + self.queries
+
+
+def check_spec(data: LabeledData, spec: EpisodeSpec) -> torch.Tensor:
+    """The ``[C']`` eligible class ids, or a SpecError naming the classes that fall short."""
+    counts = data.class_counts
+    if spec.ways > data.num_classes:
+        raise SpecError(
+            f"{spec.ways}-way episodes need {spec.ways} classes but {data.name}/{data.split} "
+            f"has {data.num_classes}; lower --ways to at most {data.num_classes}"
+        )
+    short = torch.nonzero(counts < spec.per_class).squeeze(1)
+    if len(short):
+        names = [data.class_names[c] for c in short[:5].tolist()]
+        more = f" and {len(short) - 5} more" if len(short) > 5 else ""
+        raise SpecError(
+            f"shots+queries = {spec.per_class} exceeds the samples of {len(short)} class(es) of "
+            f"{data.name}/{data.split} ({', '.join(names)}{more}: smallest has "
+            f"{int(counts.min())}); lower --shots/--queries to at most {int(counts.min())} in all"
+        )
+    return torch.arange(data.num_classes)
+
+
+def _chunk_generator(seed: int, chunk: int) -> torch.Generator:
+    g = torch.Generator(device="cpu")
+    g.manual_seed((seed * _SEED_STRIDE + chunk) % (2**63 - 1))
+    return g
+
+
+def _sample_chunk(
+    table: torch.Tensor, counts: torch.Tensor, eligible: torch.Tensor, spec: EpisodeSpec,
+    n_episodes: int, g: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = torch.ones(n_episodes, len(eligible))
+    pick = torch.multinomial(weights, spec.ways, replacement=False, generator=g)  # [e, N]
+    classes = eligible[pick]
+    max_n = table.shape[1]
+    keys = torch.rand(n_episodes, spec.ways, max_n, generator=g)
+    slot = torch.arange(max_n)
+    keys.masked_fill_(slot >= counts[classes].unsqueeze(-1), float("inf"))
+    _, pos = torch.topk(keys, spec.per_class, dim=-1, largest=False, sorted=True)
+    return table[classes.unsqueeze(-1), pos], classes
+
+
+def sample_episodes(data: LabeledData, spec: EpisodeSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """All episodes of ``spec`` on ``data``: ``([E, N, K+Q] indices, [E, N] classes)``, CPU int64."""
+    eligible = check_spec(data, spec)
+    table, counts = data.class_table, data.class_counts
+    idx_chunks, cls_chunks = [], []
+    for c, start in enumerate(range(0, spec.episodes, CHUNK)):
+        n = min(CHUNK, spec.episodes - start)
+        idx, cls = _sample_chunk(table, counts, eligible, spec, n, _chunk_generator(spec.seed, c))
+        idx_chunks.append(idx)
+        cls_chunks.append(cls)
+    return torch.cat(idx_chunks), torch.cat(cls_chunks)
+
+
+def episode_labels(ways: int, queries: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``[N*Q]`` class-major query labels ``0,0,..,1,1,..``."""
+    return torch.arange(ways, device=device).repeat_interleave(queries)

@@ -1,0 +1,194 @@
+"""The few-shot job: train (when the method needs it), evaluate episodes, record results.
+
+``run_fewshot(FewShotConfig(...))`` validates everything it can before any training
+(names, episode specs against the data, features), evaluates each requested shot on
+seeded episodes (or the dataset's fixed episode list), and writes all leaderboard rows
+in one transaction at the very end, so a failed run leaves no row.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protobench.datasets import LabeledData, get_dataset, load_dataset
+from protobench.episodic import EpisodeList, EpisodeResult, EpisodeSpec, evaluate_episodes
+from protobench.episodic import make_episodes
+from protobench.episodic.evaluate import check_features
+from protobench.episodic.sampler import check_spec
+from protobench.errors import UserError
+from protobench.leaderboard.record import (Metric, ResultRecord, Stopwatch, device_name,
+                                           git_revision, now_utc, package_versions)
+from protobench.leaderboard.store import DEFAULT_STORE, ResultStore
+from protobench.methods import FewShotMethod, build_method, get_method_class, load_method
+from protobench.utils import resolve_device
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    dataset: str
+    method: str = "protonet"
+    ways: int = 5
+    shots: tuple[int, ...] = (1,)
+    queries: int = 15
+    episodes: int = 1000
+    seed: int = 0
+    split: str | None = None
+    metric: str | None = None
+    backbone: str | None = None
+    train_steps: int | None = None
+    train_ways: int | None = None
+    train_shots: int | None = None
+    train_queries: int | None = None
+    device: str = "auto"
+    data_root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    train_dataset: str | None = None
+    train_options: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    save_checkpoint: str | None = None
+    save_episodes: str | None = None
+    episodes_file: str | None = None
+    store: str | None = str(DEFAULT_STORE)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class FewShotOutcome:
+    setting: dict[str, Any]
+    result: EpisodeResult
+    record: ResultRecord
+
+
+def _method_params(cfg: FewShotConfig, shots: int) -> dict[str, Any]:
+    params: dict[str, Any] = dict(cfg.method_params)
+    for key in ("metric", "backbone", "train_steps", "train_ways", "train_queries"):
+        value = getattr(cfg, key)
+        if value is not None:
+            params[key] = value
+    accepted = inspect.signature(get_method_class(cfg.method).__init__).parameters
+    if "train_shots" in accepted:
+        params["train_shots"] = cfg.train_shots or shots
+    if "seed" in accepted:
+        params.setdefault("seed", cfg.seed)
+    return params
+
+
+def _train_groups(cfg: FewShotConfig, trainable: bool) -> list[tuple[int, ...]]:
+    """Shots that share one trained model: one model per shot unless train_shots is fixed."""
+    if not trainable or cfg.train_shots or cfg.checkpoint or len(cfg.shots) == 1:
+        return [tuple(cfg.shots)]
+    return [(k,) for k in cfg.shots]
+
+
+def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
+    """Run the job described by ``cfg``; returns one outcome per evaluated setting."""
+    if not cfg.shots:
+        raise UserError("give at least one --shots value")
+    entry = get_dataset(cfg.dataset)
+    device = resolve_device(cfg.device)
+    split = cfg.split or entry.default_test_split
+    probe = build_method(cfg.method, task="fewshot", **_method_params(cfg, cfg.shots[0]))
+    assert isinstance(probe, FewShotMethod)
+    test = load_dataset(cfg.dataset, split, cfg.data_root, **cfg.dataset_options)
+    if test.is_features:
+        check_features(test.x)
+
+    fixed = entry.episodes(test) if entry.episodes is not None else None
+    episode_lists = _episode_lists(cfg, test, fixed)
+
+    train = None
+    needs_training = probe.trainable and not cfg.checkpoint and probe.get_params().get(
+        "train_steps", 1) != 0
+    if needs_training or (not probe.trainable and cfg.method_params.get("centre", True)):
+        train = _load_train(cfg, entry)
+
+    outcomes: list[FewShotOutcome] = []
+    versions, revision = package_versions(), git_revision()
+    for group in _train_groups(cfg, probe.trainable):
+        with Stopwatch() as sw:
+            if cfg.checkpoint:
+                method = load_method(cfg.checkpoint)
+                fit_stats: dict[str, Any] = {"checkpoint": cfg.checkpoint}
+            else:
+                method = build_method(cfg.method, task="fewshot",
+                                      **_method_params(cfg, group[0]))
+                fit_stats = method.fit(train, device, progress=cfg.progress)
+            if cfg.save_checkpoint:
+                method.save(_checkpoint_path(cfg.save_checkpoint, group, len(cfg.shots) > 1))
+            feats = method.transform(method.features(test, device))
+            check_features(feats)
+        for shots in group:
+            episodes = episode_lists[shots]
+            with Stopwatch() as ev:
+                result = evaluate_episodes(feats, episodes, metric=method.metric,
+                                           device=device)
+            setting = {"ways": episodes.ways, "shots": episodes.shots,
+                       "queries": episodes.queries, "episodes": episodes.episodes}
+            record = ResultRecord(
+                task="fewshot", dataset=cfg.dataset, split=split, method=cfg.method,
+                setting=setting,
+                config={**method.get_params(), "fit": fit_stats,
+                        "dataset_options": cfg.dataset_options,
+                        "train_dataset": cfg.train_dataset or "",
+                        "train_options": cfg.train_options},
+                metrics={"accuracy": Metric(result.mean, result.ci95, result.n)},
+                seed=cfg.seed, manifest_hash=episodes.hash, versions=versions,
+                git_revision=revision, device=device_name(device),
+                wall_time_s=sw.seconds + ev.seconds, timestamp=now_utc())
+            outcomes.append(FewShotOutcome(setting, result, record))
+    if cfg.store:
+        ResultStore(cfg.store).add_all([o.record for o in outcomes])
+    return outcomes
+
+
+def _episode_lists(cfg: FewShotConfig, test: LabeledData,
+                   fixed: EpisodeList | None) -> dict[int, EpisodeList]:
+    """Episodes per shot, validated against the data before any training starts."""
+    if cfg.episodes_file:
+        if len(cfg.shots) != 1:
+            raise UserError("--episodes-file replays one list: give a single --shots value")
+        lst = EpisodeList.load(cfg.episodes_file)
+        lst.check_against(test.name, test.split, test.checksum)
+        return {cfg.shots[0]: lst}
+    if fixed is not None:
+        return {k: fixed for k in cfg.shots[:1]}
+    lists = {}
+    for k in cfg.shots:
+        spec = EpisodeSpec(cfg.ways, k, cfg.queries, cfg.episodes, cfg.seed)
+        check_spec(test, spec)
+        lists[k] = make_episodes(test, spec)
+        if cfg.save_episodes:
+            out = Path(cfg.save_episodes)
+            out.mkdir(parents=True, exist_ok=True)
+            lists[k].save(out / f"{test.name}_{test.split}_{cfg.ways}w{k}s{cfg.queries}q"
+                                f"_{cfg.episodes}e_seed{cfg.seed}.json")
+    return lists
+
+
+def _load_train(cfg: FewShotConfig, entry: Any) -> LabeledData | None:
+    if cfg.train_dataset:
+        name, _, split = cfg.train_dataset.partition(":")
+        return load_dataset(name, split or "train", cfg.data_root, **cfg.train_options)
+    if entry.train_dataset is not None:
+        name, split = entry.train_dataset
+        return load_dataset(name, split, cfg.data_root, **cfg.train_options)
+    if "train" in entry.splits:
+        return load_dataset(cfg.dataset, "train", cfg.data_root,
+                            **{**cfg.dataset_options, **cfg.train_options})
+    return None
+
+
+def _checkpoint_path(path: str, group: tuple[int, ...], several: bool) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return p.with_name(f"{p.stem}_{group[0]}shot{p.suffix}") if several else p
+
+
+def config_dict(cfg: FewShotConfig) -> dict[str, Any]:
+    return asdict(cfg)

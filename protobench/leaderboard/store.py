@@ -1,0 +1,107 @@
+"""SQLite store of result records.
+
+One table, one row per record, JSON columns for the nested parts. Writes go
+through :meth:`ResultStore.add_all`, one transaction for all the rows of a run:
+either every row lands or none does. SQLite serialises concurrent writers
+(``timeout`` waits for the lock).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Iterable
+
+from protobench.errors import UserError
+from protobench.leaderboard.record import Metric, ResultRecord
+
+DEFAULT_STORE = Path("leaderboards") / "results.sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    board TEXT NOT NULL,
+    task TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    split TEXT NOT NULL,
+    method TEXT NOT NULL,
+    setting TEXT NOT NULL,
+    config TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    primary_metric TEXT NOT NULL,
+    primary_value REAL,
+    seed INTEGER NOT NULL,
+    manifest_hash TEXT NOT NULL,
+    versions TEXT NOT NULL,
+    git_revision TEXT NOT NULL,
+    device TEXT NOT NULL,
+    wall_time_s REAL NOT NULL,
+    timestamp TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_board ON results(board);
+"""
+
+_JSON = ("setting", "config", "metrics", "versions")
+
+
+class ResultStore:
+    """``ResultStore(path)``; the file and its folder are created on first write."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE) -> None:
+        self.path = Path(path)
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if not self.path.exists():
+            if not create:
+                raise UserError(f"no leaderboard store at {self.path}; run an evaluation first "
+                                "or pass --store")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.executescript(SCHEMA)
+        return conn
+
+    def add_all(self, records: Iterable[ResultRecord]) -> list[int]:
+        """Insert every record in one transaction; returns their row ids."""
+        rows = [self._row(r) for r in records]
+        with closing(self._connect(create=True)) as conn, conn:
+            cols = list(rows[0]) if rows else []
+            sql = (f"INSERT INTO results ({', '.join(cols)}) "
+                   f"VALUES ({', '.join('?' for _ in cols)})")
+            return [conn.execute(sql, list(r.values())).lastrowid for r in rows]
+
+    def add(self, record: ResultRecord) -> int:
+        return self.add_all([record])[0]
+
+    @staticmethod
+    def _row(r: ResultRecord) -> dict[str, object]:
+        d = r.to_dict()
+        primary = r.metrics.get(r.primary_metric)
+        row = {k: d[k] for k in ("task", "dataset", "split", "method", "primary_metric", "seed",
+                                 "manifest_hash", "git_revision", "device", "wall_time_s",
+                                 "timestamp")}
+        row.update({k: json.dumps(d[k], sort_keys=True) for k in _JSON})
+        row["board"] = r.board
+        row["primary_value"] = primary.value if primary else None
+        return row
+
+    def boards(self) -> list[str]:
+        with closing(self._connect(create=False)) as conn:
+            return [b for (b,) in conn.execute("SELECT DISTINCT board FROM results ORDER BY board")]
+
+    def records(self, board: str | None = None) -> list[ResultRecord]:
+        """Records of ``board`` (all boards when None), oldest first."""
+        with closing(self._connect(create=False)) as conn:
+            conn.row_factory = sqlite3.Row
+            q = "SELECT * FROM results" + (" WHERE board = ?" if board else "") + " ORDER BY id"
+            rows = conn.execute(q, (board,) if board else ()).fetchall()
+        return [self._record(dict(r)) for r in rows]
+
+    @staticmethod
+    def _record(row: dict[str, object]) -> ResultRecord:
+        d = {k: v for k, v in row.items() if k not in ("id", "board", "primary_value")}
+        for k in _JSON:
+            d[k] = json.loads(d[k])  # type: ignore[arg-type]
+        d["metrics"] = {k: Metric(**v) for k, v in d["metrics"].items()}
+        return ResultRecord(**d)

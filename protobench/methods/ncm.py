@@ -1,0 +1,75 @@
+"""Nearest class mean on frozen features, SimpleShot-style (Wang et al. 2019, "CL2N").
+
+Features are centred by the mean feature of the meta-train split (when one is given)
+and L2-normalised; a query takes the class of the nearest support mean in euclidean
+distance. No training: the backbone is ``identity`` (raw inputs / feature files) or
+any backbone loaded from a checkpoint (``checkpoint=`` a file written by
+``--save-checkpoint`` of another method, e.g. a trained ProtoNet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from protobench.backbones import build_backbone, extract_features
+from protobench.datasets.base import LabeledData
+from protobench.errors import UserError
+from protobench.methods.base import FewShotMethod, register_method
+
+
+@register_method("ncm")
+class NCM(FewShotMethod):
+    """Centre by the base-class mean, L2-normalise, nearest class mean."""
+
+    metrics = ("sqeuclidean", "euclidean", "cosine")
+    summary = "nearest class mean, centring + L2 normalisation (SimpleShot CL2N), no training"
+
+    def __init__(self, backbone: str = "identity", metric: str = "sqeuclidean",
+                 centre: bool = True, normalise: bool = True, checkpoint: str = "") -> None:
+        self.backbone = backbone
+        self.metric = metric
+        self.centre = centre
+        self.normalise = normalise
+        self.checkpoint = checkpoint
+        self.encoder: torch.nn.Module | None = None
+        self.mean: torch.Tensor | None = None
+
+    def _encoder(self, data: LabeledData) -> torch.nn.Module:
+        if self.encoder is None:
+            if self.checkpoint:
+                from protobench.methods.base import load_method
+
+                trained = load_method(self.checkpoint)
+                self.encoder = getattr(trained, "encoder", None)
+                if self.encoder is None:
+                    raise UserError(f"checkpoint {self.checkpoint} holds no encoder")
+            else:
+                in_shape = tuple(data.get(torch.tensor([0])).shape[1:])
+                self.encoder = build_backbone(self.backbone, in_shape)
+        return self.encoder
+
+    def fit(self, train: LabeledData | None, device: torch.device, steps: int | None = None,
+            progress: bool = True) -> dict[str, Any]:
+        self.mean = None
+        if self.centre and train is not None:
+            self.mean = self.features(train, device).mean(0)
+        return {"centred_on": train.split if self.mean is not None and train else "none"}
+
+    def features(self, data: LabeledData, device: torch.device) -> torch.Tensor:
+        if data.is_features and self.backbone == "identity" and not self.checkpoint:
+            return data.x.float()
+        return extract_features(self._encoder(data), data.get, len(data), device)
+
+    def transform(self, features: torch.Tensor) -> torch.Tensor:
+        if self.mean is not None:
+            features = features - self.mean.to(features)
+        return F.normalize(features, dim=1) if self.normalise else features
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean = state.get("mean")

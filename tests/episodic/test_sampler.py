@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from protobench.datasets.base import LabeledData
+from protobench.episodic import EpisodeSpec, make_episodes, sample_episodes
+from protobench.episodic import sampler as sampler_mod
+from protobench.errors import SpecError
+from tests.conftest import make_features
+
+
+def test_episode_structure(blobs):
+    spec = EpisodeSpec(ways=5, shots=3, queries=4, episodes=300, seed=7)
+    idx, classes = sample_episodes(blobs, spec)
+    assert idx.shape == (300, 5, 7) and idx.dtype == torch.int64
+    assert classes.shape == (300, 5)
+    # N distinct classes per episode
+    assert (classes.sort(1).values.diff(dim=1) > 0).all()
+    # every sample belongs to its episode's class; support and query disjoint
+    assert torch.equal(blobs.labels[idx], classes.unsqueeze(-1).expand_as(idx))
+    flat = idx.flatten(1)
+    assert (flat.sort(1).values.diff(dim=1) > 0).all()
+
+
+def test_unequal_class_sizes_never_pick_padding():
+    labels = torch.tensor([0] * 5 + [1] * 9 + [2] * 6 + [3] * 20)
+    data = LabeledData(torch.randn(len(labels), 3), labels, ("a", "b", "c", "d"), "t", "test")
+    idx, classes = sample_episodes(data, EpisodeSpec(3, 2, 3, 500, seed=1))
+    assert (idx >= 0).all()
+    assert torch.equal(data.labels[idx], classes.unsqueeze(-1).expand_as(idx))
+
+
+def test_seed_determinism_and_difference(blobs):
+    a = make_episodes(blobs, EpisodeSpec(5, 1, 15, 200, seed=3))
+    b = make_episodes(blobs, EpisodeSpec(5, 1, 15, 200, seed=3))
+    c = make_episodes(blobs, EpisodeSpec(5, 1, 15, 200, seed=4))
+    assert torch.equal(a.indices, b.indices) and a.hash == b.hash
+    assert not torch.equal(a.indices, c.indices) and a.hash != c.hash
+
+
+def test_chunks_regenerate_alone(blobs, monkeypatch):
+    monkeypatch.setattr(sampler_mod, "CHUNK", 64)
+    full, _ = sample_episodes(blobs, EpisodeSpec(5, 1, 5, 200, seed=9))
+    tail, _ = sample_episodes(blobs, EpisodeSpec(5, 1, 5, 64, seed=9))
+    assert torch.equal(full[:64], tail)
+
+
+def test_identical_across_processes(blobs):
+    code = (
+        "from tests.conftest import make_features;"
+        "from protobench.episodic import EpisodeSpec, make_episodes;"
+        "print(make_episodes(make_features(), EpisodeSpec(5, 5, 15, 500, seed=11)).hash)"
+    )
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
+    here = make_episodes(make_features(), EpisodeSpec(5, 5, 15, 500, seed=11)).hash
+    assert outs == {here}
+
+
+def test_classes_are_roughly_uniform():
+    data = make_features(n_classes=10, per_class=20)
+    _, classes = sample_episodes(data, EpisodeSpec(2, 1, 1, 20000, seed=0))
+    freq = torch.bincount(classes.flatten(), minlength=10).double() / classes.numel()
+    assert torch.allclose(freq, torch.full((10,), 0.1, dtype=torch.float64), atol=0.01)
+
+
+def test_errors_name_the_problem(blobs):
+    with pytest.raises(SpecError, match="13-way.*has 12.*--ways"):
+        sample_episodes(blobs, EpisodeSpec(13, 1, 1, 1))
+    labels = torch.tensor([0] * 3 + [1] * 30 + [2] * 30)
+    data = LabeledData(torch.randn(63, 2), labels, ("rare", "b", "c"), "t", "test")
+    with pytest.raises(SpecError, match="rare.*smallest has 3"):
+        sample_episodes(data, EpisodeSpec(2, 2, 2, 1))
+    with pytest.raises(SpecError, match="shots must be a positive integer"):
+        EpisodeSpec(5, 0)

@@ -1,0 +1,56 @@
+import sqlite3
+
+import pytest
+
+from protobench.errors import UserError
+from protobench.leaderboard import Metric, ResultRecord, ResultStore
+from protobench.leaderboard.render import export, ranked_rows, to_markdown
+
+
+def rec(method="protonet", acc=0.9, shots=1, seed=0, **kw):
+    return ResultRecord(task="fewshot", dataset="digits", split="test", method=method,
+                        setting={"ways": 5, "shots": shots, "queries": 15, "episodes": 100},
+                        config={"backbone": "conv4", "metric": "sqeuclidean"},
+                        metrics={"accuracy": Metric(acc, 0.01, 100)}, seed=seed,
+                        manifest_hash="ab" * 32, timestamp="2026-01-01T00:00:00+00:00", **kw)
+
+
+def test_round_trip(tmp_path):
+    store = ResultStore(tmp_path / "sub" / "r.sqlite")
+    r = rec(versions={"torch": "2"}, git_revision="abc", wall_time_s=1.5)
+    store.add(r)
+    assert store.boards() == ["fewshot/digits"]
+    assert store.records("fewshot/digits") == [r]
+
+
+def test_all_rows_of_a_run_or_none(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add(rec())
+    bad = rec(method=None)  # NOT NULL violation on the second row
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_all([rec(method="ncm"), bad])
+    assert [r.method for r in store.records()] == ["protonet"]
+
+
+def test_missing_store_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no leaderboard store"):
+        ResultStore(tmp_path / "none.sqlite").boards()
+
+
+def test_ranking_groups_by_setting_and_keeps_latest(tmp_path):
+    rows = ranked_rows([rec("a", 0.5), rec("b", 0.7), rec("a", 0.9, shots=5),
+                        rec("a", 0.6)])  # repeated a/1-shot: latest (0.6) wins
+    assert [(r.setting, r.rank, r.method, r.value) for r in rows] == [
+        ("5w1s 15q", 1, "b", 0.7), ("5w1s 15q", 2, "a", 0.6), ("5w5s 15q", 1, "a", 0.9)]
+    md = to_markdown("fewshot/digits", rows)
+    assert "| 5w1s 15q | 1 | b | 70.00 ± 1.00 | 100 |" in md
+
+
+def test_export_writes_markdown_csv_and_index(tmp_path):
+    store = ResultStore(tmp_path / "r.sqlite")
+    store.add_all([rec("a", 0.5), rec("b", 0.7)])
+    paths = export(store, tmp_path / "out")
+    names = sorted(p.name for p in paths)
+    assert names == ["README.md", "fewshot_digits.csv", "fewshot_digits.md"]
+    csv_lines = (tmp_path / "out" / "fewshot_digits.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[1].startswith("fewshot/digits,5w1s 15q,1,b,0.7")

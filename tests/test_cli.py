@@ -1,0 +1,82 @@
+"""End-to-end CLI runs on the embedded digits dataset."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from protobench.cli import app
+from protobench.leaderboard import ResultStore
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_fewshot_trains_evaluates_and_writes_rows(tmp_path):
+    store = tmp_path / "r.sqlite"
+    res = run("fewshot", "--dataset", "digits", "--method", "protonet", "--shots", 1,
+              "--shots", 5, "--train-steps", 20, "--episodes", 100, "--dataset-option",
+              "image_size=16", "--store", store, "--save-episodes", tmp_path / "eps")
+    assert res.exit_code == 0, res.output
+    assert "5-way 1-shot" in res.output and "5-way 5-shot" in res.output
+    records = ResultStore(store).records("fewshot/digits")
+    assert [r.setting["shots"] for r in records] == [1, 5]
+    assert all(r.config["train_shots"] == r.setting["shots"] for r in records)
+    assert all(0.2 < r.metrics["accuracy"].value <= 1 for r in records)
+    assert len(list((tmp_path / "eps").glob("*.json"))) == 2
+    shown = run("leaderboard", "show", "fewshot/digits", "--store", store)
+    assert shown.exit_code == 0 and "protonet" in shown.output
+    exported = run("leaderboard", "export", "--store", store, "--out", tmp_path / "lb")
+    assert exported.exit_code == 0 and (tmp_path / "lb" / "fewshot_digits.md").exists()
+
+
+def test_same_seed_same_result_and_replay(tmp_path):
+    store = tmp_path / "r.sqlite"
+    common = ("fewshot", "-d", "digits", "-m", "ncm", "--episodes", 200, "--store", store)
+    assert run(*common, "--seed", 3, "--save-episodes", tmp_path).exit_code == 0
+    assert run(*common, "--seed", 3).exit_code == 0
+    assert run(*common, "--seed", 4).exit_code == 0
+    manifest = next(tmp_path.glob("*.json"))
+    assert run(*common, "--seed", 99, "--episodes-file", manifest).exit_code == 0
+    a, b, c, d = ResultStore(store).records()
+    assert a.metrics == b.metrics and a.manifest_hash == b.manifest_hash
+    assert c.manifest_hash != a.manifest_hash and c.metrics != a.metrics
+    assert d.manifest_hash == a.manifest_hash and d.metrics == a.metrics
+
+
+def test_listings():
+    assert "omniglot" in run("datasets").output
+    out = run("methods").output
+    assert "protonet" in out and "ncm" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (("-d", "nope"), "unknown dataset 'nope'"),
+    (("-d", "digits", "-m", "nope"), "unknown method 'nope'"),
+    (("-d", "digits", "--ways", 6), "lower --ways"),
+    (("-d", "digits", "--shots", 170), "lower --shots"),
+    (("-d", "digits", "--metric", "manhattan"), "does not support metric"),
+    (("-d", "omniglot", "--data-root", "/nonexistent/omniglot"), "does not exist"),
+    (("-d", "digits", "--dataset-option", "colour"), "key=value"),
+])
+def test_bad_input_exits_2_without_rows(tmp_path, args, message):
+    store = tmp_path / "r.sqlite"
+    res = run("fewshot", *args, "--train-steps", 1, "--store", store)
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not store.exists()
+
+
+def test_nan_features_exit_2(tmp_path):
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    x[7, 2] = np.nan
+    path = tmp_path / "f.npz"
+    np.savez(path, features=x, labels=np.repeat(np.arange(6), 10))
+    store = tmp_path / "r.sqlite"
+    res = run("fewshot", "-d", "features", "--data-root", path, "--split", "all", "-m", "ncm",
+              "--shots", 1, "--queries", 2, "--store", store)
+    assert res.exit_code == 2, res.output
+    assert "NaN" in res.output and not store.exists()
