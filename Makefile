@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/protobench leaderboard export --store $(DEMO_STORE) --out leaderboards
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check protobench tests benchmarks

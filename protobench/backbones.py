@@ -12,7 +12,7 @@ to ``[B, D]`` and exposing ``out_dim``.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

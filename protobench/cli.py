@@ -8,9 +8,9 @@ written to the leaderboard.
 from __future__ import annotations
 
 import functools
-import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 import yaml
@@ -62,29 +62,29 @@ def fewshot(
     queries: int = typer.Option(15, "--queries", "-q"),
     episodes: int = typer.Option(1000, "--episodes", "-e"),
     seed: int = typer.Option(0, "--seed"),
-    split: Optional[str] = typer.Option(None, "--split", help="evaluated split (default test)"),
-    train_steps: Optional[int] = typer.Option(None, "--train-steps"),
-    train_ways: Optional[int] = typer.Option(None, "--train-ways"),
-    train_shots: Optional[int] = typer.Option(None, "--train-shots",
+    split: str | None = typer.Option(None, "--split", help="evaluated split (default test)"),
+    train_steps: int | None = typer.Option(None, "--train-steps"),
+    train_ways: int | None = typer.Option(None, "--train-ways"),
+    train_shots: int | None = typer.Option(None, "--train-shots",
                                               help="one model for every --shots"),
-    train_queries: Optional[int] = typer.Option(None, "--train-queries"),
-    backbone: Optional[str] = typer.Option(None, "--backbone"),
-    metric: Optional[str] = typer.Option(None, "--metric", help="sqeuclidean|euclidean|cosine"),
+    train_queries: int | None = typer.Option(None, "--train-queries"),
+    backbone: str | None = typer.Option(None, "--backbone"),
+    metric: str | None = typer.Option(None, "--metric", help="sqeuclidean|euclidean|cosine"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
-    data_root: Optional[Path] = typer.Option(None, "--data-root"),
-    dataset_option: Optional[list[str]] = typer.Option(None, "--dataset-option", "-o",
+    data_root: Path | None = typer.Option(None, "--data-root"),
+    dataset_option: list[str] | None = typer.Option(None, "--dataset-option", "-o",
                                                        help="key=value, repeatable"),
-    train_dataset: Optional[str] = typer.Option(None, "--train-dataset",
+    train_dataset: str | None = typer.Option(None, "--train-dataset",
                                                 help="NAME[:SPLIT] to train on"),
-    train_option: Optional[list[str]] = typer.Option(None, "--train-option"),
-    param: Optional[list[str]] = typer.Option(None, "--param", "-p",
+    train_option: list[str] | None = typer.Option(None, "--train-option"),
+    param: list[str] | None = typer.Option(None, "--param", "-p",
                                               help="method parameter key=value"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint",
+    checkpoint: Path | None = typer.Option(None, "--checkpoint",
                                               help="load a trained method, skip training"),
-    save_checkpoint: Optional[Path] = typer.Option(None, "--save-checkpoint"),
-    save_episodes: Optional[Path] = typer.Option(None, "--save-episodes",
+    save_checkpoint: Path | None = typer.Option(None, "--save-checkpoint"),
+    save_episodes: Path | None = typer.Option(None, "--save-episodes",
                                                  help="folder for episode manifests"),
-    episodes_file: Optional[Path] = typer.Option(None, "--episodes-file",
+    episodes_file: Path | None = typer.Option(None, "--episodes-file",
                                                  help="replay a saved manifest"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
     no_progress: bool = typer.Option(False, "--no-progress"),
@@ -105,7 +105,7 @@ def fewshot(
         save_checkpoint=str(save_checkpoint) if save_checkpoint else None,
         save_episodes=str(save_episodes) if save_episodes else None,
         episodes_file=str(episodes_file) if episodes_file else None,
-        store=str(store), progress=not no_progress and sys.stderr.isatty(),
+        store=str(store), progress=not no_progress,
     )
     outcomes = run_fewshot(cfg)
     table = Table(title=f"fewshot/{dataset} - {method}")
@@ -153,7 +153,7 @@ def methods() -> None:
 @board_app.command("show")
 @user_errors
 def board_show(
-    board: Optional[str] = typer.Argument(None, help="e.g. fewshot/omniglot; omit to list"),
+    board: str | None = typer.Argument(None, help="e.g. fewshot/omniglot; omit to list"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
 ) -> None:
     """Print a board's ranked table (or the list of boards)."""

@@ -13,16 +13,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from protobench.datasets import LabeledData, get_dataset, load_dataset
-from protobench.episodic import EpisodeList, EpisodeResult, EpisodeSpec, evaluate_episodes
-from protobench.episodic import make_episodes
+from protobench.episodic import (
+    EpisodeList,
+    EpisodeResult,
+    EpisodeSpec,
+    evaluate_episodes,
+    make_episodes,
+)
 from protobench.episodic.evaluate import check_features
 from protobench.episodic.sampler import check_spec
 from protobench.errors import UserError
-from protobench.leaderboard.record import (Metric, ResultRecord, Stopwatch, device_name,
-                                           git_revision, now_utc, package_versions)
+from protobench.leaderboard.record import (
+    Metric,
+    ResultRecord,
+    Stopwatch,
+    device_name,
+    git_revision,
+    now_utc,
+    package_versions,
+)
 from protobench.leaderboard.store import DEFAULT_STORE, ResultStore
 from protobench.methods import FewShotMethod, build_method, get_method_class, load_method
 from protobench.utils import resolve_device
@@ -110,7 +120,8 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
 
     outcomes: list[FewShotOutcome] = []
     versions, revision = package_versions(), git_revision()
-    for group in _train_groups(cfg, probe.trainable):
+    groups = _train_groups(cfg, probe.trainable)
+    for group in groups:
         with Stopwatch() as sw:
             if cfg.checkpoint:
                 method = load_method(cfg.checkpoint)
@@ -120,7 +131,7 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
                                       **_method_params(cfg, group[0]))
                 fit_stats = method.fit(train, device, progress=cfg.progress)
             if cfg.save_checkpoint:
-                method.save(_checkpoint_path(cfg.save_checkpoint, group, len(cfg.shots) > 1))
+                method.save(_checkpoint_path(cfg.save_checkpoint, group, len(groups) > 1))
             feats = method.transform(method.features(test, device))
             check_features(feats)
         for shots in group:

@@ -80,3 +80,28 @@ def test_nan_features_exit_2(tmp_path):
               "--shots", 1, "--queries", 2, "--store", store)
     assert res.exit_code == 2, res.output
     assert "NaN" in res.output and not store.exists()
+
+
+def test_two_processes_same_seed_same_accuracy(tmp_path):
+    """Training and evaluation are reproducible across processes for a seed."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys;"
+        "from protobench.fewshot import FewShotConfig, run_fewshot;"
+        "o = run_fewshot(FewShotConfig(dataset='digits', shots=(1,), episodes=50,"
+        " train_steps=8, seed=int(sys.argv[1]), dataset_options={'image_size': 16},"
+        " store=None, progress=False));"
+        "print(json.dumps([o[0].result.accuracies.tolist(), o[0].record.manifest_hash]))"
+    )
+
+    def once(seed):
+        out = subprocess.run([sys.executable, "-c", code, str(seed)], capture_output=True,
+                             text=True, check=True, cwd=tmp_path).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    a, b, c = once(1), once(1), once(2)
+    assert a == b
+    assert a[1] != c[1] and a[0] != c[0]

@@ -99,6 +99,7 @@ def lazy_images(classes: dict[str, list[Path]], root: Path, name: str, split: st
 
 def _class_split(names: list[str], split: str, test_fraction: float, val_fraction: float,
                  seed: int) -> list[str]:
+    """The class names of ``split`` under a seeded permutation (test first, then val)."""
     if not (0 <= test_fraction and 0 <= val_fraction and test_fraction + val_fraction < 1):
         raise UserError(f"test_fraction={test_fraction} and val_fraction={val_fraction} must be "
                         ">= 0 with a sum below 1; e.g. test_fraction=0.4 val_fraction=0.2")

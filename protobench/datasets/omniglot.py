@@ -1,28 +1,25 @@
 """`omniglot` (alphabet-disjoint splits) and `omniglot-runs` (Lake et al.'s 20 one-shot runs).
 
-Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015) is read from a data root
-holding the official zips or their extracted folders (``images_background``,
-``images_evaluation``, ``images_background_small1``, ``images_background_small2``;
-inside ``<stem>/<Alphabet>/characterNN/*.png``), de-duplicated by (alphabet,
-character): Greek and Latin occur in both small sets. Splits are alphabet-disjoint:
-``test_alphabets`` defaults to the images_evaluation alphabets when that archive is
-used, else Korean, Tagalog, Sanskrit; ``val_alphabets`` to none; ``train`` is every
-other alphabet. ``rotations="train"`` (default) adds the 90/180/270 degree rotations
-of train characters as classes (``A/characterNN/rot090``), never of test ones.
+Omniglot (Lake, Salakhutdinov & Tenenbaum, Science 2015) is read from the official zips
+or their extracted folders (``images_background``, ``images_evaluation``,
+``images_background_small1/2``; inside ``<stem>/<Alphabet>/characterNN/*.png``),
+de-duplicated by (alphabet, character): Greek and Latin occur in both small sets.
+Splits are alphabet-disjoint: ``test_alphabets`` defaults to the images_evaluation
+alphabets when that archive is used, else Korean, Tagalog, Sanskrit; ``val_alphabets``
+to none; ``train`` is every other alphabet. ``rotations="train"`` (default) adds the
+90/180/270 degree rotations of train characters as classes (``A/characterNN/rot090``).
 
-Processing follows the official ProtoNet loader (protonet card section 5): PIL
-rotate (no expand), PIL resize to ``image_size`` (nearest for 1-bit), float,
-inverted so that ink = 1. Departure: the official loader also transposes every
-image; we do not. That mirror, applied to every image alike, changes no expected
-accuracy (only bit-exact reproduction), and skipping it keeps drawings upright.
-Decoded images are cached in ``cache_dir()/omniglot/``, keyed by the archives'
-names, sizes and mtimes and the image size.
+Processing follows the official ProtoNet loader (protonet card section 5): PIL rotate
+(no expand), PIL resize to ``image_size`` (nearest for 1-bit), float, inverted so that
+ink = 1. Departure: the official loader also transposes every image; we do not. That
+mirror, applied to every image alike, changes no expected accuracy (only bit-exact
+reproduction), and skipping it keeps drawings upright. Decoded images are cached in
+``cache_dir()/omniglot/``, keyed by the archives' names, sizes, mtimes and the size.
 
-`omniglot-runs` holds the 20 official 20-way 1-shot runs of ``all_runs.zip``
-(few-shot protocol card section 8) as 400 classes (run, training class) of 2
-samples: training image (support), then the matching test item (query).
-:func:`runs_episodes` gives those fixed episodes, :func:`read_run` the original
-105x105 images (e.g. for the modified-Hausdorff baseline).
+`omniglot-runs` holds the 20 official 20-way 1-shot runs of ``all_runs.zip`` (few-shot
+protocol card section 8) as 400 classes (run, training class) of 2 samples: training
+image (support), then the matching test item (query). :func:`runs_episodes` gives those
+fixed episodes, :func:`read_run` the original 105x105 images (e.g. for the MHD baseline).
 """
 
 from __future__ import annotations
@@ -70,26 +67,23 @@ def _find_sources(root: Path) -> dict[str, Path]:
     return {s: path for s, path in found.items() if path is not None}
 
 
-def _missing(root: Path, failure: str | None) -> DataError:
-    why = f" and the download failed ({failure})" if failure else ""
-    return DataError(f"no Omniglot archives in {root} (looked for images_background*.zip, "
-                     f"images_evaluation.zip or their folders){why}; pass --data-root to a "
-                     "folder holding them" + ("" if failure else ", or allow the download"))
-
-
 def _select_sources(root: Path, sources: str | list[str] | None, download_ok: bool
                     ) -> dict[str, Path]:
     """The archives to read, downloading the two official ones when none is present."""
-    found = _find_sources(root)
-    if not found:
-        if not download_ok:
-            raise _missing(root, None)
+    found, failure = _find_sources(root), ""
+    if not found and download_ok:
         try:
             for name in DOWNLOAD_FILES:
                 download(BASE_URL + name, root / name)
-        except DownloadError as exc:
-            raise _missing(root, str(exc)) from exc
-        found = _find_sources(root)
+            found = _find_sources(root)
+        except DownloadError as exc:  # never leave half of the official pair behind
+            for name in DOWNLOAD_FILES:
+                (root / name).unlink(missing_ok=True)
+            failure = f" and the download failed ({exc})"
+    if not found:
+        raise DataError(f"no Omniglot archives in {root} (looked for images_background*.zip, "
+                        f"images_evaluation.zip or their folders){failure}; pass --data-root to "
+                        "a folder holding them" + ("" if download_ok else ", or allow the download"))
     wanted = as_list(sources) or list(found)
     for stem in wanted:
         if stem not in SOURCES:
@@ -130,7 +124,6 @@ def _decode(sources: dict[str, Path], size: int) -> dict:
             stem, files = chars[k]
             for name in files:
                 with trees[stem].open(name) as f, Image.open(f) as img:
-                    img.load()
                     images.append(np.stack([process_image(img, r, size) for r in ROTATIONS]))
                 owner.append(c)
     if not images:
@@ -150,17 +143,12 @@ def _decode(sources: dict[str, Path], size: int) -> dict:
 def _split_alphabets(split: str, present: list[str], uses_eval: list[str],
                      test_alphabets: list[str], val_alphabets: list[str]) -> list[str]:
     """The alphabets of ``split``; ``uses_eval``: those read from images_evaluation."""
-    def check(names: list[str], option: str) -> None:
-        missing = sorted(set(names) - set(present))
-        if missing:
-            raise DataError(f"Omniglot {option} {', '.join(missing)} not in the data; "
-                            f"available: {', '.join(present)}")
-
-    if test_alphabets:
-        check(test_alphabets, "test_alphabets")
-    else:
-        test_alphabets = uses_eval or [a for a in DEFAULT_TEST_ALPHABETS if a in present]
-    check(val_alphabets, "val_alphabets")
+    for option, names in (("test_alphabets", test_alphabets), ("val_alphabets", val_alphabets)):
+        if set(names) - set(present):
+            raise DataError(f"Omniglot {option} {', '.join(sorted(set(names) - set(present)))} "
+                            f"not in the data; available: {', '.join(present)}")
+    test_alphabets = test_alphabets or uses_eval or [a for a in DEFAULT_TEST_ALPHABETS
+                                                     if a in present]
     if set(test_alphabets) & set(val_alphabets):
         raise UserError("Omniglot test_alphabets and val_alphabets overlap; make them disjoint")
     if split == "val" and not val_alphabets:
@@ -197,17 +185,15 @@ def load_omniglot(split: str, root: Path | None = None, download: bool = True, *
     uses_eval = sorted({a for a, s in zip(alphabets, blob["sources"]) if s == "images_evaluation"})
     split_alpha = set(_split_alphabets(split, present, uses_eval,
                                        as_list(test_alphabets), as_list(val_alphabets)))
-    rot_idx = list(range(4)) if rotations == "all" or (rotations, split) == ("train", "train") \
-        else [0]
+    rot_idx = [0, 1, 2, 3] if rotations == "all" or rotations == split == "train" else [0]
     sel = [c for c, a in enumerate(alphabets) if a in split_alpha]
     pos = torch.full((len(alphabets),), -1, dtype=torch.int64)
     pos[sel] = torch.arange(len(sel))
     img = torch.nonzero(pos[blob["char"]] >= 0).squeeze(1)
     n_rot = len(rot_idx)
-    x = blob["images"][img][:, rot_idx]  # [m, R, S, S]
     labels = (pos[blob["char"][img]].unsqueeze(1) * n_rot + torch.arange(n_rot)).reshape(-1)
-    order = torch.argsort(labels, stable=True)
-    x = x.reshape(-1, 1, *x.shape[-2:])[order].to(torch.float32)
+    order = torch.argsort(labels, stable=True)  # x: [m, R, S, S] -> [m * R, 1, S, S] by class
+    x = blob["images"][img][:, rot_idx].flatten(0, 1).unsqueeze(1)[order].to(torch.float32)
     classes = [(c, ROTATIONS[r]) for c in sel for r in rot_idx]
     names = [f"{alphabets[c]}/{blob['characters'][c]}" + (f"/rot{r:03d}" if r else "")
              for c, r in classes]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
-from typing import Iterable
 
 from protobench.errors import UserError
 from protobench.leaderboard.record import Metric, ResultRecord

@@ -179,3 +179,14 @@ def test_failed_download_is_one_line_naming_the_fix(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())  # no partial files left behind
     with pytest.raises(DataError, match="allow the download"):
         load_dataset("omniglot", "train", tmp_path, download=False)
+
+
+def test_half_finished_download_leaves_nothing(tmp_path, monkeypatch, fake_omniglot):
+    server, root = tmp_path / "server", tmp_path / "root"
+    server.mkdir()
+    root.mkdir()
+    fake_omniglot(server, "images_background", {"Alpha": 1})  # images_evaluation.zip missing
+    monkeypatch.setattr(omni, "BASE_URL", server.as_uri() + "/")
+    with pytest.raises(DataError, match="images_evaluation.zip"):
+        load_dataset("omniglot", "train", root)
+    assert not list(root.iterdir())

@@ -43,7 +43,7 @@ def test_predict_returns_prototype_labels():
 
 
 def test_bad_backend_and_shape():
-    q, p = _data()
+    _, p = _data()
     with pytest.raises(UserError, match="unknown index backend"):
         PrototypeIndex(p, backend="annoy")
     with pytest.raises(UserError, match="FAISS cannot search metric 'euclidean'"):

@@ -1,0 +1,115 @@
+"""ProtoNet Conv-4 on real Omniglot: the held-out-alphabet protocol and Lake's 20 runs.
+
+1. Train on the de-duplicated union of images_background_small1/2 without the
+   Korean, Tagalog and Sanskrit alphabets (rotations as extra training classes),
+   60-way 1-shot 5-query episodes; evaluate 5-way 1-shot, 5-way 5-shot and 20-way
+   1-shot on 1000 test episodes each (15 queries), with 95% CIs.
+2. Lake et al.'s protocol: train on images_background_small1 only, and separately
+   on small2 only (every alphabet, rotations as classes), and score the 20 official
+   20-way one-shot runs (all_runs.zip); report the mean error over the 20 runs.
+
+Every evaluation goes through ``run_fewshot`` (the code path of ``protobench fewshot``)
+and lands on the leaderboard (``--store``). Results: ``benchmarks/results/omniglot.{json,md}``.
+
+    python benchmarks/omniglot.py --data-root ../shared/data/omniglot            # full
+    python benchmarks/omniglot.py --data-root ../shared/data/omniglot --quick    # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from protobench.fewshot import FewShotConfig, run_fewshot
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default="../shared/data/omniglot")
+    ap.add_argument("--steps", type=int, default=3000, help="training episodes (held-out run)")
+    ap.add_argument("--lake-steps", type=int, default=2000, help="training episodes per Lake run")
+    ap.add_argument("--episodes", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--store", default="leaderboards/results.sqlite")
+    ap.add_argument("--checkpoints", default="runs/omniglot")
+    ap.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.lake_steps, args.episodes = 5, 5, 20
+    out: dict = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads",
+                 "torch": torch.__version__, "steps": args.steps,
+                 "lake_steps": args.lake_steps, "episodes": args.episodes, "results": []}
+    ckpt = Path(args.checkpoints)
+
+    t0 = time.perf_counter()
+    train_cfg = FewShotConfig(
+        dataset="omniglot", method="protonet", ways=5, shots=(1, 5), episodes=args.episodes,
+        seed=args.seed, train_steps=args.steps, train_ways=60, train_shots=1, train_queries=5,
+        data_root=args.data_root, save_checkpoint=str(ckpt / "heldout_1shot.pt"),
+        store=args.store)
+    for o in run_fewshot(train_cfg):
+        out["results"].append(_row("held-out alphabets", o))
+    out["train_seconds_heldout"] = time.perf_counter() - t0
+    for o in run_fewshot(FewShotConfig(
+            dataset="omniglot", method="protonet", ways=20, shots=(1,), episodes=args.episodes,
+            seed=args.seed, data_root=args.data_root,
+            checkpoint=str(ckpt / "heldout_1shot.pt"), store=args.store)):
+        out["results"].append(_row("held-out alphabets", o))
+
+    for source in ("images_background_small1", "images_background_small2"):
+        t1 = time.perf_counter()
+        outcomes = run_fewshot(FewShotConfig(
+            dataset="omniglot-runs", method="protonet", ways=20, shots=(1,), seed=args.seed,
+            train_steps=args.lake_steps, train_ways=60, train_shots=1, train_queries=5,
+            data_root=args.data_root, train_dataset="omniglot:all",
+            train_options={"sources": source, "rotations": "all"},
+            save_checkpoint=str(ckpt / f"lake_{source}.pt"), store=args.store))
+        for o in outcomes:
+            row = _row(f"Lake runs, trained on {source}", o)
+            row["error_percent"] = 100 * (1 - o.result.mean)
+            row["per_run_error_percent"] = [round(100 * (1 - a), 1)
+                                            for a in o.result.accuracies.tolist()]
+            out["results"].append(row)
+        out[f"train_seconds_{source}"] = time.perf_counter() - t1
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "omniglot_quick" if args.quick else "omniglot"
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
+    (RESULTS / f"{name}.md").write_text(_markdown(out))
+    print(_markdown(out))
+
+
+def _row(protocol: str, o) -> dict:
+    s = o.setting
+    return {"protocol": protocol, "ways": s["ways"], "shots": s["shots"],
+            "queries": s["queries"], "episodes": s["episodes"],
+            "accuracy_percent": 100 * o.result.mean, "ci95_percent": 100 * o.result.ci95,
+            "manifest": o.record.manifest_hash}
+
+
+def _markdown(out: dict) -> str:
+    lines = [f"# ProtoNet Conv-4 on Omniglot ({out['machine']}, torch {out['torch']})", "",
+             f"Training: {out['steps']} episodes (held-out), {out['lake_steps']} per Lake model;"
+             " 60-way 1-shot 5-query.", "",
+             "| protocol | setting | episodes | accuracy % | 95% CI | error % |",
+             "|---|---|---|---|---|---|"]
+    for r in out["results"]:
+        err = f"{r['error_percent']:.2f}" if "error_percent" in r else ""
+        lines.append(f"| {r['protocol']} | {r['ways']}-way {r['shots']}-shot | {r['episodes']} "
+                     f"| {r['accuracy_percent']:.2f} | ± {r['ci95_percent']:.2f} | {err} |")
+    lines.append("")
+    for k, v in out.items():
+        if k.startswith("train_seconds"):
+            lines.append(f"- {k}: {v:.0f} s")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
