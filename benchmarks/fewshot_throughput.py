@@ -93,17 +93,15 @@ def _sampler_accepts_data_source():
         torch.utils.data.Sampler.__init__ = original
 
 
-def _easyfsl_loader(data: LabeledData, ways: int, shots: int, n: int, seed: int):
+def _easyfsl_sampler(data: LabeledData, ways: int, shots: int, n: int, seed: int):
     import random
 
     from easyfsl.samplers import TaskSampler
 
     random.seed(seed)
     with _sampler_accepts_data_source():
-        sampler = TaskSampler(_FeatureSet(data), n_way=ways, n_shot=shots, n_query=QUERIES,
-                              n_tasks=n)
-    return torch.utils.data.DataLoader(_FeatureSet(data), batch_sampler=sampler,
-                                       collate_fn=sampler.episodic_collate_fn, num_workers=0)
+        return TaskSampler(_FeatureSet(data), n_way=ways, n_shot=shots, n_query=QUERIES,
+                           n_tasks=n)
 
 
 def easyfsl(data: LabeledData, ways: int, shots: int, n: int, seed: int) -> float:
@@ -111,8 +109,11 @@ def easyfsl(data: LabeledData, ways: int, shots: int, n: int, seed: int) -> floa
 
     model = PrototypicalNetworks(nn.Identity()).eval()
     correct = total = 0
+    sampler = _easyfsl_sampler(data, ways, shots, n, seed)
+    loader = torch.utils.data.DataLoader(_FeatureSet(data), batch_sampler=sampler,
+                                         collate_fn=sampler.episodic_collate_fn, num_workers=0)
     with torch.no_grad():
-        for s, sl, q, ql, _ in _easyfsl_loader(data, ways, shots, n, seed):
+        for s, sl, q, ql, _ in loader:
             model.process_support_set(s, sl)
             correct += int((model(q).argmax(1) == ql).sum())
             total += len(ql)
@@ -120,15 +121,7 @@ def easyfsl(data: LabeledData, ways: int, shots: int, n: int, seed: int) -> floa
 
 
 def easyfsl_sampler(data: LabeledData, ways: int, shots: int, n: int, seed: int) -> float:
-    import random
-
-    from easyfsl.samplers import TaskSampler
-
-    random.seed(seed)
-    with _sampler_accepts_data_source():
-        sampler = TaskSampler(_FeatureSet(data), n_way=ways, n_shot=shots, n_query=QUERIES,
-                              n_tasks=n)
-    for _ in sampler:
+    for _ in _easyfsl_sampler(data, ways, shots, n, seed):
         pass
     return float("nan")
 
@@ -201,6 +194,7 @@ def timed(fn: Callable[..., float], data, ways, shots, min_seconds, repeats, see
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + Markdown")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-seconds", type=float, default=5.0)
@@ -228,10 +222,10 @@ def main() -> None:
                     row[f"x_{name}"] = ours_rate / row[name]["median_eps_per_s"]
                 out["rows"].append(row)
                 print(_line(row), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     stem = "fewshot_throughput_quick" if args.quick else "fewshot_throughput"
-    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (RESULTS / f"{stem}.md").write_text(_markdown(out))
+    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
+    (args.out / f"{stem}.md").write_text(_markdown(out))
     print(_markdown(out))
 
 

@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--store", default="leaderboards/results.sqlite")
     ap.add_argument("--checkpoints", default="runs/omniglot")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + Markdown")
     ap.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
     args = ap.parse_args()
     if args.quick:
@@ -79,10 +80,10 @@ def main() -> None:
             out["results"].append(row)
         out[f"train_seconds_{source}"] = time.perf_counter() - t1
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     name = "omniglot_quick" if args.quick else "omniglot"
-    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (RESULTS / f"{name}.md").write_text(_markdown(out))
+    (args.out / f"{name}.json").write_text(json.dumps(out, indent=2))
+    (args.out / f"{name}.md").write_text(_markdown(out))
     print(_markdown(out))
 
 
