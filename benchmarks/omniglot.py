@@ -37,22 +37,42 @@ def main() -> None:
     ap.add_argument("--lake-steps", type=int, default=2000, help="training episodes per Lake run")
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default="heldout,lake", help="which protocols to run")
+    ap.add_argument("--lake-sources", default="images_background_small1,images_background_small2")
     ap.add_argument("--store", default="leaderboards/results.sqlite")
     ap.add_argument("--checkpoints", default="runs/omniglot")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + Markdown")
+    ap.add_argument("--amp", action="store_true", help="bfloat16 autocast for the encoder")
     ap.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.lake_steps, args.episodes = 5, 5, 20
     out: dict = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-                 "torch": torch.__version__, "steps": args.steps,
+                 "torch": torch.__version__, "steps": args.steps, "amp": args.amp,
                  "lake_steps": args.lake_steps, "episodes": args.episodes, "results": []}
     ckpt = Path(args.checkpoints)
 
+    if "heldout" in args.parts:
+        _heldout(args, ckpt, out)
+    if "lake" in args.parts:
+        for source in args.lake_sources.split(","):
+            _lake(args, ckpt, out, source)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "omniglot_quick" if args.quick else "omniglot"
+    if args.parts != "heldout,lake":
+        name += "_" + args.parts.replace(",", "_")
+    (args.out / f"{name}.json").write_text(json.dumps(out, indent=2))
+    (args.out / f"{name}.md").write_text(_markdown(out))
+    print(_markdown(out))
+
+
+def _heldout(args: argparse.Namespace, ckpt: Path, out: dict) -> None:
     t0 = time.perf_counter()
     train_cfg = FewShotConfig(
         dataset="omniglot", method="protonet", ways=5, shots=(1, 5), episodes=args.episodes,
         seed=args.seed, train_steps=args.steps, train_ways=60, train_shots=1, train_queries=5,
+        method_params={"amp": args.amp},
         data_root=args.data_root, save_checkpoint=str(ckpt / "heldout_1shot.pt"),
         store=args.store)
     for o in run_fewshot(train_cfg):
@@ -64,27 +84,22 @@ def main() -> None:
             checkpoint=str(ckpt / "heldout_1shot.pt"), store=args.store)):
         out["results"].append(_row("held-out alphabets", o))
 
-    for source in ("images_background_small1", "images_background_small2"):
-        t1 = time.perf_counter()
-        outcomes = run_fewshot(FewShotConfig(
-            dataset="omniglot-runs", method="protonet", ways=20, shots=(1,), seed=args.seed,
-            train_steps=args.lake_steps, train_ways=60, train_shots=1, train_queries=5,
-            data_root=args.data_root, train_dataset="omniglot:all",
-            train_options={"sources": source, "rotations": "all"},
-            save_checkpoint=str(ckpt / f"lake_{source}.pt"), store=args.store))
-        for o in outcomes:
-            row = _row(f"Lake runs, trained on {source}", o)
-            row["error_percent"] = 100 * (1 - o.result.mean)
-            row["per_run_error_percent"] = [round(100 * (1 - a), 1)
-                                            for a in o.result.accuracies.tolist()]
-            out["results"].append(row)
-        out[f"train_seconds_{source}"] = time.perf_counter() - t1
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "omniglot_quick" if args.quick else "omniglot"
-    (args.out / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{name}.md").write_text(_markdown(out))
-    print(_markdown(out))
+def _lake(args: argparse.Namespace, ckpt: Path, out: dict, source: str) -> None:
+    t1 = time.perf_counter()
+    outcomes = run_fewshot(FewShotConfig(
+        dataset="omniglot-runs", method="protonet", ways=20, shots=(1,), seed=args.seed,
+        train_steps=args.lake_steps, train_ways=60, train_shots=1, train_queries=5,
+        method_params={"amp": args.amp}, data_root=args.data_root, train_dataset="omniglot:all",
+        train_options={"sources": source, "rotations": "all"},
+        save_checkpoint=str(ckpt / f"lake_{source}.pt"), store=args.store))
+    for o in outcomes:
+        row = _row(f"Lake runs, trained on {source}", o)
+        row["error_percent"] = 100 * (1 - o.result.mean)
+        row["per_run_error_percent"] = [round(100 * (1 - a), 1)
+                                        for a in o.result.accuracies.tolist()]
+        out["results"].append(row)
+    out[f"train_seconds_{source}"] = time.perf_counter() - t1
 
 
 def _row(protocol: str, o) -> dict:
@@ -92,13 +107,15 @@ def _row(protocol: str, o) -> dict:
     return {"protocol": protocol, "ways": s["ways"], "shots": s["shots"],
             "queries": s["queries"], "episodes": s["episodes"],
             "accuracy_percent": 100 * o.result.mean, "ci95_percent": 100 * o.result.ci95,
+            "train_seconds": o.record.config["fit"].get("train_seconds"),
             "manifest": o.record.manifest_hash}
 
 
 def _markdown(out: dict) -> str:
     lines = [f"# ProtoNet Conv-4 on Omniglot ({out['machine']}, torch {out['torch']})", "",
              f"Training: {out['steps']} episodes (held-out), {out['lake_steps']} per Lake model;"
-             " 60-way 1-shot 5-query.", "",
+             " 60-way 1-shot 5-query"
+             + (", encoder in bfloat16 autocast." if out.get("amp") else ", float32."), "",
              "| protocol | setting | episodes | accuracy % | 95% CI | error % |",
              "|---|---|---|---|---|---|"]
     for r in out["results"]:

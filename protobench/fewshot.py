@@ -23,7 +23,7 @@ from protobench.episodic import (
 )
 from protobench.episodic.evaluate import check_features
 from protobench.episodic.sampler import check_spec
-from protobench.errors import UserError
+from protobench.errors import DataError, UserError
 from protobench.leaderboard.record import (
     Metric,
     ResultRecord,
@@ -113,10 +113,16 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
     episode_lists = _episode_lists(cfg, test, fixed)
 
     train = None
-    needs_training = probe.trainable and not cfg.checkpoint and probe.get_params().get(
-        "train_steps", 1) != 0
-    if needs_training or (not probe.trainable and cfg.method_params.get("centre", True)):
+    if probe.trainable and not cfg.checkpoint and probe.get_params().get("train_steps", 1) != 0:
         train = _load_train(cfg, entry)
+        if train is None:
+            raise UserError(f"{cfg.method} needs a training split and {cfg.dataset} has none; "
+                            "pass --train-dataset NAME[:SPLIT] or --checkpoint")
+    elif not probe.trainable:
+        try:  # optional: e.g. NCM centres features on the meta-train mean when there is one
+            train = _load_train(cfg, entry)
+        except DataError:
+            train = None
 
     outcomes: list[FewShotOutcome] = []
     versions, revision = package_versions(), git_revision()
@@ -168,7 +174,10 @@ def _episode_lists(cfg: FewShotConfig, test: LabeledData,
         lst.check_against(test.name, test.split, test.checksum)
         return {cfg.shots[0]: lst}
     if fixed is not None:
-        return {k: fixed for k in cfg.shots[:1]}
+        if tuple(cfg.shots) != (fixed.shots,) or cfg.ways not in (5, fixed.ways):
+            raise UserError(f"{test.name} has fixed {fixed.ways}-way {fixed.shots}-shot "
+                            f"episodes; use --ways {fixed.ways} --shots {fixed.shots}")
+        return {fixed.shots: fixed}
     lists = {}
     for k in cfg.shots:
         spec = EpisodeSpec(cfg.ways, k, cfg.queries, cfg.episodes, cfg.seed)

@@ -105,3 +105,27 @@ def test_two_processes_same_seed_same_accuracy(tmp_path):
     a, b, c = once(1), once(1), once(2)
     assert a == b
     assert a[1] != c[1] and a[0] != c[0]
+
+
+def test_features_file_without_train_split_runs_ncm_uncentred(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(6, 1, 4)) * 3 + rng.normal(size=(6, 10, 4))).reshape(60, 4)
+    path = tmp_path / "f.npz"
+    np.savez(path, features=x.astype(np.float32), labels=np.repeat(np.arange(6), 10))
+    store = tmp_path / "r.sqlite"
+    res = run("fewshot", "-d", "features", "--data-root", path, "--split", "all", "-m", "ncm",
+              "--shots", 1, "--queries", 2, "--episodes", 50, "--store", store)
+    assert res.exit_code == 0, res.output
+    (record,) = ResultStore(store).records()
+    assert record.config["fit"] == {"centred_on": "none"}
+
+
+def test_fixed_episode_dataset_refuses_other_shots(tmp_path):
+    from pathlib import Path
+
+    omniglot = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+    if not omniglot.exists():
+        pytest.skip(f"real Omniglot files absent ({omniglot})")
+    res = run("fewshot", "-d", "omniglot-runs", "--data-root", omniglot, "-m", "ncm",
+              "--shots", 5, "--store", tmp_path / "r.sqlite")
+    assert res.exit_code == 2 and "fixed 20-way 1-shot" in res.output

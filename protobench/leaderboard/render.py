@@ -67,7 +67,8 @@ def _details(r: ResultRecord) -> str:
 def ranked_rows(records: list[ResultRecord]) -> list[Row]:
     latest: dict[str, ResultRecord] = {}
     for r in records:
-        key = json.dumps([r.method, r.split, r.setting, r.config, r.seed], sort_keys=True)
+        config = {k: v for k, v in r.config.items() if k != "fit"}  # fit = measured stats
+        key = json.dumps([r.method, r.split, r.setting, config, r.seed], sort_keys=True)
         latest[key] = r
     groups: dict[str, list[ResultRecord]] = {}
     for r in latest.values():

@@ -11,6 +11,10 @@ no weight decay, learning rate halved every 2000 episodes
 code halves 100 episodes earlier), training episodes 60-way with the test shot and
 5 queries per class.
 
+Option ``amp=True`` trains the encoder under bfloat16 autocast (about 1.7x faster on
+CPUs with AVX-512 BF16); distances and loss stay float32 and evaluation features are
+always float32. Off by default, as the card trains in float32.
+
 Departures: no validation-based early stopping or trainval retraining (training length
 is ``--train-steps``); when the meta-train split has fewer classes than ``train_ways``
 the episodes use every class (e.g. 5 on ``digits``), recorded in the run statistics.
@@ -18,6 +22,7 @@ the episodes use every class (e.g. 5 on ``digits``), recorded in the run statist
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -48,11 +53,17 @@ def proto_logits(z_query: torch.Tensor, protos: torch.Tensor, metric: str = "sqe
 
 
 def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: int,
-                 metric: str = "sqeuclidean", temperature: float = 1.0
+                 metric: str = "sqeuclidean", temperature: float = 1.0, amp: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x [N, K+Q, ...]`` (class-major, supports first) -> (loss, accuracy)."""
+    """``x [N, K+Q, ...]`` (class-major, supports first) -> (loss, accuracy).
+
+    ``amp``: the encoder runs under bfloat16 autocast; prototypes, distances and the loss
+    stay in float32.
+    """
     per_class = x.shape[1]
-    z = encoder(x.flatten(0, 1)).view(ways, per_class, -1)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        z = encoder(x.flatten(0, 1))
+    z = z.float().view(ways, per_class, -1)
     protos = prototypes(z[:, :shots])
     zq = z[:, shots:].flatten(0, 1)
     logits = proto_logits(zq, protos, metric, temperature)
@@ -71,7 +82,8 @@ class ProtoNet(FewShotMethod):
     def __init__(self, backbone: str = "conv4", metric: str = "sqeuclidean",
                  train_ways: int = 60, train_shots: int = 1, train_queries: int = 5,
                  train_steps: int = 1000, lr: float = 1e-3, weight_decay: float = 0.0,
-                 lr_decay_every: int = 2000, temperature: float = 1.0, seed: int = 0) -> None:
+                 lr_decay_every: int = 2000, temperature: float = 1.0, amp: bool = False,
+                 seed: int = 0) -> None:
         self.backbone = backbone
         self.metric = metric
         self.train_ways = train_ways
@@ -82,6 +94,7 @@ class ProtoNet(FewShotMethod):
         self.weight_decay = weight_decay
         self.lr_decay_every = lr_decay_every
         self.temperature = temperature
+        self.amp = amp
         self.seed = seed
         self.encoder: torch.nn.Module | None = None
         self.in_shape: tuple[int, ...] | None = None
@@ -104,6 +117,7 @@ class ProtoNet(FewShotMethod):
         episodes, _ = sample_episodes(train, spec)  # [T, N, K+Q]
         opt = torch.optim.Adam(encoder.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         losses, accs = [], []
+        start = time.perf_counter()
         with training_bar(steps, f"protonet {ways}-way {self.train_shots}-shot",
                           progress) as advance:
             for t in range(steps):
@@ -112,7 +126,7 @@ class ProtoNet(FewShotMethod):
                 idx = episodes[t]
                 x = train.get(idx.flatten()).to(device).view(*idx.shape, *self.in_shape)
                 loss, acc = episode_loss(encoder, x, ways, self.train_shots, self.metric,
-                                         self.temperature)
+                                         self.temperature, self.amp)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -121,6 +135,7 @@ class ProtoNet(FewShotMethod):
                 advance(loss=losses[-1], acc=accs[-1])
         tail = max(1, min(100, steps // 10))
         return {"train_steps": steps, "train_ways_used": ways,
+                "train_seconds": round(time.perf_counter() - start, 1),
                 "train_loss_first": sum(losses[:tail]) / tail,
                 "train_loss_last": sum(losses[-tail:]) / tail,
                 "train_acc_last": sum(accs[-tail:]) / tail}

@@ -103,3 +103,15 @@ def test_bad_parameters(bad, match):
 
     with pytest.raises(UserError, match=match):
         build_method("protonet", **bad)
+
+
+def test_amp_keeps_distances_and_loss_in_float32():
+    torch.manual_seed(0)
+    enc = Conv4(1)
+    x = torch.rand(5, 3, 1, 28, 28)
+    loss32, _ = episode_loss(enc, x, ways=5, shots=1)
+    loss16, _ = episode_loss(enc, x, ways=5, shots=1, amp=True)
+    assert loss16.dtype == torch.float32
+    assert torch.allclose(loss16, loss32, rtol=0.05)
+    loss16.backward()
+    assert all(p.grad.dtype == torch.float32 for p in enc.parameters())
