@@ -28,6 +28,7 @@ import torch
 from protobench.fewshot import FewShotConfig, run_fewshot
 
 RESULTS = Path(__file__).parent / "results"
+LAKE_SOURCES = "images_background_small1,images_background_small2"
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="heldout,lake", help="which protocols to run")
-    ap.add_argument("--lake-sources", default="images_background_small1,images_background_small2")
+    ap.add_argument("--lake-sources", default=LAKE_SOURCES)
     ap.add_argument("--store", default="leaderboards/results.sqlite")
     ap.add_argument("--checkpoints", default="runs/omniglot")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + Markdown")
@@ -62,6 +63,8 @@ def main() -> None:
     name = "omniglot_quick" if args.quick else "omniglot"
     if args.parts != "heldout,lake":
         name += "_" + args.parts.replace(",", "_")
+    if "lake" in args.parts and args.lake_sources != LAKE_SOURCES:
+        name += "_" + args.lake_sources.replace("images_background_", "").replace(",", "_")
     (args.out / f"{name}.json").write_text(json.dumps(out, indent=2))
     (args.out / f"{name}.md").write_text(_markdown(out))
     print(_markdown(out))

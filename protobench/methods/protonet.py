@@ -63,7 +63,7 @@ def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: in
     per_class = x.shape[1]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         z = encoder(x.flatten(0, 1))
-    z = z.float().view(ways, per_class, -1)
+    z = (z.float() if amp else z).view(ways, per_class, -1)
     protos = prototypes(z[:, :shots])
     zq = z[:, shots:].flatten(0, 1)
     logits = proto_logits(zq, protos, metric, temperature)
