@@ -59,8 +59,13 @@ def _details(r: ResultRecord) -> str:
     if fit.get("train_steps"):
         ways = fit.get("train_ways_used", c.get("train_ways"))
         text += f", {fit['train_steps']} steps {ways}w{c.get('train_shots')}s"
-    elif fit.get("checkpoint"):
-        text += ", checkpoint"
+    elif fit.get("checkpoint") or c.get("checkpoint"):
+        text += f", checkpoint {Path(fit.get('checkpoint') or c['checkpoint']).name}"
+    if c.get("amp"):
+        text += ", bf16 autocast"
+    if c.get("train_dataset"):
+        opts = " ".join(f"{k}={v}" for k, v in sorted((c.get("train_options") or {}).items()))
+        text += f", trained on {c['train_dataset']}" + (f" ({opts})" if opts else "")
     return text
 
 
