@@ -76,12 +76,12 @@ class FewShotOutcome:
 
 
 def _method_params(cfg: FewShotConfig, shots: int) -> dict[str, Any]:
-    params: dict[str, Any] = dict(cfg.method_params)
+    params: dict[str, Any] = dict(cfg.method_params)  # --param: strict, checked by build
+    accepted = inspect.signature(get_method_class(cfg.method).__init__).parameters
     for key in ("metric", "backbone", "train_steps", "train_ways", "train_queries"):
         value = getattr(cfg, key)
-        if value is not None:
-            params[key] = value
-    accepted = inspect.signature(get_method_class(cfg.method).__init__).parameters
+        if value is not None and (key in accepted or key in ("metric", "backbone")):
+            params[key] = value  # training options are ignored by training-free methods
     if "train_shots" in accepted:
         params["train_shots"] = cfg.train_shots or shots
     if "seed" in accepted:
