@@ -9,7 +9,7 @@ in one transaction at the very end, so a failed run leaves no row.
 from __future__ import annotations
 
 import inspect
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,3 @@ def _checkpoint_path(path: str, group: tuple[int, ...], several: bool) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     return p.with_name(f"{p.stem}_{group[0]}shot{p.suffix}") if several else p
 
-
-def config_dict(cfg: FewShotConfig) -> dict[str, Any]:
-    return asdict(cfg)
