@@ -7,6 +7,16 @@ to ``[B, D]`` and exposing ``out_dim``.
   flattened; 28x28 -> 64-d, 84x84 -> 1600-d, 32x32 -> 256-d.
 - ``mlp``: a two-layer MLP for tiny inputs (flatten -> 256 -> ReLU -> 128).
 - ``identity``: flattened raw inputs (features files, pixel baselines).
+- ``resnet18``: ResNet-18 for small images (the CIFAR variant of PASS / NAPA-VQ / PRD:
+  3x3 stride-1 stem, no max-pool, [2, 2, 2, 2] basic blocks of 64-512 channels, global
+  average pool) -> 512-d, post-ReLU; ~11.17M parameters for RGB inputs.
+- ``resnet32``: the CIFAR ResNet-32 of He et al. (2016) as used by iCaRL / PODNet:
+  3x3 stem of 16 channels, 3 stages of 5 basic blocks (16/32/64 channels, stride 1/2/2),
+  parameter-free shortcuts (option A: subsample + zero-pad channels), global average
+  pool -> 64-d; ~0.46M parameters.
+
+:func:`default_backbone` picks one for an input shape (``mlp`` for vectors, ``conv4``
+for small images, ``resnet18`` from 32x32 up).
 """
 
 from __future__ import annotations
@@ -100,6 +110,87 @@ class Identity(nn.Module):
 @register_backbone("identity")
 def _identity(in_shape: tuple[int, ...]) -> nn.Module:
     return Identity(math.prod(in_shape))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers and a residual connection (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, shortcut: str = "conv") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            if shortcut == "conv":  # option B: 1x1 projection
+                self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                              nn.BatchNorm2d(cout))
+            else:  # option A: subsample and zero-pad the new channels
+                self.shortcut = _PadShortcut(cout - cin, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class _PadShortcut(nn.Module):
+    def __init__(self, extra: int, stride: int) -> None:
+        super().__init__()
+        self.extra, self.stride = extra, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        lo = self.extra // 2
+        return nn.functional.pad(x, (0, 0, 0, 0, lo, self.extra - lo))
+
+
+class ResNet(nn.Module):
+    """Stem conv3x3 -> BN -> ReLU, stages of basic blocks, global average pool: ``[B, D]``."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], blocks: tuple[int, ...],
+                 stem: int, shortcut: str) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(stem), nn.ReLU())
+        layers, cin = [], stem
+        for i, (width, n) in enumerate(zip(widths, blocks)):
+            for b in range(n):
+                layers.append(BasicBlock(cin, width, 2 if (b == 0 and i > 0) else 1, shortcut))
+                cin = width
+        self.layers = nn.Sequential(*layers)
+        self.out_dim = cin
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x)).mean(dim=(2, 3))
+
+
+def _image_channels(name: str, in_shape: tuple[int, ...]) -> int:
+    if len(in_shape) != 3:
+        raise ValueError(f"{name} needs image inputs [C, H, W], got {in_shape}")
+    return in_shape[0]
+
+
+@register_backbone("resnet18")
+def _resnet18(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
+    w = int(width)
+    return ResNet(_image_channels("resnet18", in_shape), (w, 2 * w, 4 * w, 8 * w),
+                  (2, 2, 2, 2), w, "conv")
+
+
+@register_backbone("resnet32")
+def _resnet32(in_shape: tuple[int, ...]) -> nn.Module:
+    return ResNet(_image_channels("resnet32", in_shape), (16, 32, 64), (5, 5, 5), 16, "pad")
+
+
+def default_backbone(in_shape: tuple[int, ...]) -> str:
+    """``mlp`` for vectors and images under 16x16, ``conv4`` under 32x32, else ``resnet18``."""
+    if len(in_shape) != 3 or min(in_shape[1:]) < 16:
+        return "mlp"
+    return "conv4" if min(in_shape[1:]) < 32 else "resnet18"
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -88,6 +88,11 @@ def fewshot(
                                                  help="replay a saved manifest"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    feature_cache: bool = typer.Option(True, "--feature-cache/--no-feature-cache",
+                                       help="reuse cached features of an unchanged encoder"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir",
+                                          help="feature cache folder "
+                                               "(default $PROTOBENCH_CACHE/features)"),
 ) -> None:
     """Train (when needed) and evaluate a few-shot method; write leaderboard rows."""
     from protobench.fewshot import FewShotConfig, run_fewshot
@@ -105,7 +110,8 @@ def fewshot(
         save_checkpoint=str(save_checkpoint) if save_checkpoint else None,
         save_episodes=str(save_episodes) if save_episodes else None,
         episodes_file=str(episodes_file) if episodes_file else None,
-        store=str(store), progress=not no_progress,
+        store=str(store), progress=not no_progress, feature_cache=feature_cache,
+        cache_dir=str(cache_dir) if cache_dir else None,
     )
     outcomes = run_fewshot(cfg)
     table = Table(title=f"fewshot/{dataset} - {method}")
@@ -118,6 +124,63 @@ def fewshot(
                       str(o.result.n), o.record.manifest_hash[:12])
     out.print(table)
     out.print(f"wrote {len(outcomes)} row(s) to {store} (board fewshot/{dataset})")
+
+
+@app.command()
+@user_errors
+def continual(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="registered dataset name"),
+    method: str = typer.Option("finetune", "--method", "-m"),
+    experiences: int = typer.Option(5, "--experiences", "-t", help="number of experiences"),
+    base_classes: int | None = typer.Option(None, "--base-classes",
+                                               help="classes of a larger first experience"),
+    class_order: str = typer.Option("seed", "--class-order", help="seed|pass|natural"),
+    num_classes: int | None = typer.Option(None, "--classes",
+                                              help="use the first N classes of the order"),
+    epochs: int | None = typer.Option(None, "--epochs", help="epochs per experience"),
+    seed: int = typer.Option(0, "--seed"),
+    backbone: str | None = typer.Option(None, "--backbone"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
+    data_root: Path | None = typer.Option(None, "--data-root"),
+    dataset_option: list[str] | None = typer.Option(None, "--dataset-option", "-o",
+                                                       help="key=value, repeatable"),
+    param: list[str] | None = typer.Option(None, "--param", "-p",
+                                              help="method parameter key=value"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction",
+                                        help="held-out samples per class (no test split)"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="checkpoints, plot, result"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train a method on a class-incremental stream; print the accuracy matrix, write a row."""
+    from protobench.continual.job import (
+        ContinualConfig,
+        matrix_table,
+        metrics_table,
+        run_continual,
+    )
+
+    cfg = ContinualConfig(
+        dataset=dataset, method=method, experiences=experiences, base_classes=base_classes,
+        class_order=class_order, num_classes=num_classes, seed=seed, epochs=epochs,
+        backbone=backbone, device=device, data_root=str(data_root) if data_root else None,
+        dataset_options=parse_options(dataset_option, "--dataset-option"),
+        method_params=parse_options(param, "--param"), test_fraction=test_fraction,
+        run_dir=str(run_dir) if run_dir else None, resume=resume, store=str(store),
+        progress=not no_progress,
+    )
+
+    def report(t: int, acc: Any) -> None:
+        seen = acc[t, :t + 1]
+        err.print(f"experience {t + 1}/{acc.shape[0]} done: mean accuracy over seen "
+                  f"experiences {100 * float(seen.mean()):.2f}%", highlight=False)
+
+    outcome = run_continual(cfg, on_experience_end=report)
+    out.print(matrix_table(outcome))
+    out.print(metrics_table(outcome))
+    out.print(f"run folder {outcome.run_dir} (plot {outcome.plot.name if outcome.plot else '-'})")
+    out.print(f"wrote 1 row to {store} (board {outcome.record.board})")
 
 
 @app.command()

@@ -24,6 +24,7 @@ from protobench.episodic import (
 from protobench.episodic.evaluate import check_features
 from protobench.episodic.sampler import check_spec
 from protobench.errors import DataError, UserError
+from protobench.feature_cache import FeatureCache
 from protobench.leaderboard.record import (
     Metric,
     ResultRecord,
@@ -66,6 +67,8 @@ class FewShotConfig:
     episodes_file: str | None = None
     store: str | None = str(DEFAULT_STORE)
     progress: bool = True
+    feature_cache: bool = True
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,9 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
         except DataError:
             train = None
 
+    cache = None
+    if cfg.feature_cache:
+        cache = FeatureCache(Path(cfg.cache_dir)) if cfg.cache_dir else FeatureCache()
     outcomes: list[FewShotOutcome] = []
     versions, revision = package_versions(), git_revision()
     groups = _train_groups(cfg, probe.trainable)
@@ -131,14 +137,21 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
         with Stopwatch() as sw:
             if cfg.checkpoint:
                 method = load_method(cfg.checkpoint)
+                method.feature_cache = cache
                 fit_stats: dict[str, Any] = {"checkpoint": cfg.checkpoint}
             else:
                 method = build_method(cfg.method, task="fewshot",
                                       **_method_params(cfg, group[0]))
-                fit_stats = method.fit(train, device, progress=cfg.progress)
+                method.feature_cache = cache  # NCM's fit reads the train features through it
+                fit_stats = dict(method.fit(train, device, progress=cfg.progress))
             if cfg.save_checkpoint:
                 method.save(_checkpoint_path(cfg.save_checkpoint, group, len(groups) > 1))
-            feats = method.transform(method.features(test, device))
+            before = (cache.hits, cache.misses) if cache else (0, 0)
+            feats = method.transform(method.cached_features(test, device))
+            if cache is None or cache.misses > before[1]:
+                fit_stats["test_features"] = "computed"
+            elif cache.hits > before[0]:
+                fit_stats["test_features"] = "cached"
             check_features(feats)
         for shots in group:
             episodes = episode_lists[shots]

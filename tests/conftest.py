@@ -19,6 +19,33 @@ def make_features(n_classes: int = 12, per_class: int = 25, dim: int = 16, seed:
                        name="blobs", split="test")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory):
+    """Every test caches (features, decoded images) and downloads into temporary folders,
+    never ~/.cache; subprocesses inherit the variables."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PROTOBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        mp.setenv("PROTOBENCH_DATA", str(tmp_path_factory.mktemp("data")))
+        yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train fastest on one thread (and do not stall when the cores are busy)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits_stream():
+    """digits at 8x8, 5 experiences of 2 classes, seeded order, 20% held out per class."""
+    from protobench.continual.stream import StreamSpec, stream_from_dataset
+
+    return stream_from_dataset("digits", StreamSpec(5, seed=0), image_size=8)
+
+
 @pytest.fixture
 def blobs() -> LabeledData:
     return make_features()

@@ -34,3 +34,33 @@ def test_omniglot_quick(tmp_path):
     assert settings == [("held", 5, 1), ("held", 5, 5), ("held", 20, 1), ("Lake", 20, 1),
                         ("Lake", 20, 1)]
     assert all(len(r["per_run_error_percent"]) == 20 for r in out["results"][3:])
+
+
+def _quick(script: str, tmp_path: Path, *extra: str) -> dict:
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out",
+                    str(tmp_path), *extra], check=True, capture_output=True, cwd=tmp_path)
+    return json.loads((tmp_path / script.replace(".py", "_quick.json")).read_text())
+
+
+def test_prototype_search_quick(tmp_path):
+    out = _quick("prototype_search.py", tmp_path)
+    variants = out["rows"][0]["variants"]
+    assert {"torch", "faiss", "faiss-ivf", "faiss-hnsw"} <= set(variants)
+    assert variants["faiss"]["agree_with_torch"] > 0.99  # exact FAISS = exact torch
+    assert all(0 < v["recall_at_1"] <= 1 for v in variants.values())
+
+
+def test_eval_memory_quick(tmp_path):
+    out = _quick("eval_memory.py", tmp_path)
+    rows = {(r["mode"], r["episodes"]): r for r in out["rows"]}
+    assert set(rows) == {("list", 1000), ("list", 5000), ("stream", 1000), ("stream", 5000)}
+    # both modes score the same episodes
+    assert rows["list", 5000]["accuracy"] == rows["stream", 5000]["accuracy"]
+
+
+def test_protonet_training_quick(tmp_path):
+    pytest.importorskip("learn2learn")
+    out = _quick("protonet_training.py", tmp_path)
+    rates = out["rows"][0]["median_eps_per_s"]
+    assert set(rates) == {"protobench", "protobench-bf16", "learn2learn"}
+    assert all(v > 0 for v in rates.values())

@@ -5,8 +5,10 @@ from protobench.datasets import (
     digits,  # noqa: F401  (registers)
     features,  # noqa: F401  (registers)
     folder,  # noqa: F401  (registers)
+    imagenet_folders,  # noqa: F401  (registers)
     mini_imagenet,  # noqa: F401  (registers)
     omniglot,  # noqa: F401  (registers)
+    torchvision_sets,  # noqa: F401  (registers)
 )
 from protobench.datasets.base import (
     DatasetEntry,

@@ -107,6 +107,13 @@ class LabeledData:
             meta={**self.meta, "parent_classes": classes_t.tolist()},
         )
 
+    def subset(self, indices: torch.Tensor, split: str | None = None) -> LabeledData:
+        """The samples at ``indices`` (``[m]`` int64), with every class name kept."""
+        keep = torch.as_tensor(indices, dtype=torch.int64)
+        x = self.x[keep] if isinstance(self.x, torch.Tensor) else _SubsetSource(self.x, keep)
+        return replace(self, x=x, labels=self.labels[keep], split=split or self.split,
+                       checksum="")
+
 
 @dataclass(frozen=True)
 class _SubsetSource:
@@ -131,6 +138,9 @@ class DatasetEntry:
     ``episodes`` (fixed-episode datasets only) returns the dataset's own episode list.
     ``train_dataset`` names the (dataset, split) a trainable method learns from when
     this dataset has no training split of its own.
+    ``stream_splits`` names the (train, test) splits that hold the same classes (a
+    sample-level split, e.g. CIFAR's train and test halves); continual streams use them.
+    Without it a stream splits the samples of the ``all`` split itself.
     """
 
     name: str
@@ -141,6 +151,7 @@ class DatasetEntry:
     default_test_split: str = "test"
     episodes: Callable[..., Any] | None = None
     train_dataset: tuple[str, str] | None = None
+    stream_splits: tuple[str, str] | None = None
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -155,6 +166,7 @@ def register_dataset(
     default_test_split: str = "test",
     episodes: Callable[..., Any] | None = None,
     train_dataset: tuple[str, str] | None = None,
+    stream_splits: tuple[str, str] | None = None,
 ) -> Callable[[Loader], Loader]:
     """Decorator that registers ``loader`` under ``name``."""
 
@@ -163,7 +175,7 @@ def register_dataset(
             raise ValueError(f"dataset {name!r} is already registered")
         _REGISTRY[name] = DatasetEntry(
             name, loader, tuple(splits), description, needs_root, default_test_split,
-            episodes, train_dataset,
+            episodes, train_dataset, stream_splits,
         )
         return loader
 
@@ -219,8 +231,10 @@ def load_dataset(
     elif entry.needs_root:
         root = default_data_root() / name
     try:
-        return entry.loader(split, root=root, download=download, **options)
+        data = entry.loader(split, root=root, download=download, **options)
     except TypeError as exc:
         if "unexpected keyword argument" in str(exc):
             raise UserError(f"dataset {name!r}: {exc}; see `protobench datasets`") from exc
         raise
+    # the options that shaped the inputs key derived artefacts (e.g. the feature cache)
+    return replace(data, meta={**data.meta, "load_options": dict(options)})

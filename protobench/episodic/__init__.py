@@ -1,6 +1,12 @@
 """Episode specs, seeded samplers, manifests and batched evaluation."""
 
-from protobench.episodic.evaluate import EpisodeResult, ci95, episode_logits, evaluate_episodes
+from protobench.episodic.evaluate import (
+    EpisodeResult,
+    ci95,
+    episode_logits,
+    evaluate_episodes,
+    evaluate_spec,
+)
 from protobench.episodic.manifest import EpisodeList
 from protobench.episodic.sampler import EpisodeSpec, episode_labels, sample_episodes
 
@@ -14,5 +20,5 @@ def make_episodes(data, spec: EpisodeSpec) -> EpisodeList:
 
 __all__ = [
     "EpisodeList", "EpisodeResult", "EpisodeSpec", "ci95", "episode_labels", "episode_logits",
-    "evaluate_episodes", "make_episodes", "sample_episodes",
+    "evaluate_episodes", "evaluate_spec", "make_episodes", "sample_episodes",
 ]

@@ -9,17 +9,23 @@ cache-sized on CPU (the gather then stays in cache for the matmul; measured
 ~3x faster than large chunks), large on CUDA. Decisions use the metric's
 ranking form (``2 q.p - ||p||^2`` for squared euclidean), which has the same
 argmax as ``-distance`` without the per-query constant.
+
+``evaluate_spec(features, data, spec)`` streams: it samples and scores one
+sampler chunk at a time, so peak memory beyond the features is flat in ``E``
+(the full ``[E, N, K+Q]`` index tensor is never built).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
 
+from protobench.datasets.base import LabeledData
 from protobench.episodic.manifest import EpisodeList
-from protobench.episodic.sampler import episode_labels
+from protobench.episodic.sampler import EpisodeSpec, episode_labels, iter_episode_chunks
 from protobench.errors import UserError
 from protobench.geometry.metrics import get_metric, get_ranker
 
@@ -86,31 +92,75 @@ def evaluate_episodes(
     an ``[E, N, K+Q]`` index tensor with ``shots`` given. Runs on ``device`` (default: the
     features' device).
     """
-    check_features(features)
     if isinstance(episodes, EpisodeList):
         indices, shots = episodes.indices, episodes.shots
     else:
         indices = episodes
         if shots is None:
             raise UserError("pass shots= with a raw index tensor")
+    return _evaluate([indices], features, shots, metric, memory_budget, device, len(indices))
+
+
+def evaluate_spec(
+    features: torch.Tensor,
+    data: LabeledData,
+    spec: EpisodeSpec,
+    metric: str = "sqeuclidean",
+    memory_budget: int | None = None,
+    device: torch.device | str | None = None,
+) -> EpisodeResult:
+    """Sample and score the episodes of ``spec`` on ``data`` chunk by chunk (streaming).
+
+    Same episodes and accuracies as ``evaluate_episodes(features, make_episodes(data, spec))``
+    but the ``[E, N, K+Q]`` index tensor is never held whole: memory beyond ``features`` is
+    one sampler chunk plus ``E`` accuracies, flat in ``E``. Use it for very large ``E``;
+    use :func:`make_episodes` when the episode list (manifest, hash) is needed.
+    """
+    chunks = (idx for idx, _ in iter_episode_chunks(data, spec))
+    return _evaluate(chunks, features, spec.shots, metric, memory_budget, device, spec.episodes)
+
+
+def _evaluate(
+    index_chunks: Iterable[torch.Tensor], features: torch.Tensor, shots: int, metric: str,
+    memory_budget: int | None, device: torch.device | str | None, total: int,
+) -> EpisodeResult:
+    check_features(features)
     device = torch.device(device) if device is not None else features.device
     features = features.to(device)
-    E, N, S = indices.shape
-    Q, D = S - shots, features.shape[1]
-    labels = episode_labels(N, Q, device)
     rank = get_ranker(metric)
     if memory_budget is None:
         memory_budget = CUDA_BUDGET if device.type == "cuda" else CPU_BUDGET
-    chunk = max(1, memory_budget // (N * S * D * features.element_size()))
-    accs = torch.empty(E, dtype=torch.float64, device=device)
-    indices = indices.to(device)
-    for start in range(0, E, chunk):
-        idx = indices[start:start + chunk]
-        e = idx.shape[0]
-        support = features.index_select(0, idx[:, :, :shots].reshape(-1)).view(e, N, shots, D)
-        query = features.index_select(0, idx[:, :, shots:].reshape(-1)).view(e, N * Q, D)
-        scores = rank(query, support.mean(dim=2))  # [e, N*Q, N]
-        accs[start:start + e] = (scores.argmax(-1) == labels).double().mean(-1)
+    D = features.shape[1]
+    # one output for all episodes, allocated up front: no small long-lived blocks pinning the
+    # heap between the per-chunk temporaries (which made RSS creep up with E)
+    accs = torch.empty(total, dtype=torch.float64, device=device)
+    done, labels = 0, None
+    buffers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+    for indices in index_chunks:
+        E, N, S = indices.shape
+        Q = S - shots
+        if labels is None or labels.numel() != N * Q:
+            labels = episode_labels(N, Q, device)
+        chunk = max(1, memory_budget // (N * S * D * features.element_size()))
+        indices = indices.to(device)
+        for start in range(0, E, chunk):
+            idx = indices[start:start + chunk]
+            e = idx.shape[0]
+            # gathers land in buffers reused across chunks: no allocator churn, flat memory
+            if (e, N * S) not in buffers:
+                buffers[(e, N * S)] = (features.new_empty(e * N * shots, D),
+                                       features.new_empty(e * N * Q, D))
+            sbuf, qbuf = buffers[(e, N * S)]
+            support = torch.index_select(features, 0, idx[:, :, :shots].reshape(-1), out=sbuf)
+            query = torch.index_select(features, 0, idx[:, :, shots:].reshape(-1), out=qbuf)
+            protos = support.view(e, N, shots, D).mean(dim=2)
+            scores = rank(query.view(e, N * Q, D), protos)  # [e, N*Q, N]
+            accs[done + start:done + start + e] = (scores.argmax(-1) == labels).double().mean(-1)
+        done += E
+    if total == 0:
+        raise UserError("no episodes to evaluate")
+    if done != total:
+        raise UserError(f"expected {total} episodes, scored {done}")
     accs = accs.cpu()
     mean, half = ci95(accs)
     return EpisodeResult(accs, mean, half)

@@ -16,6 +16,7 @@ canonical JSON (sorted keys, no whitespace) of everything but the hash itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,9 +26,11 @@ from typing import Any
 import torch
 
 from protobench.errors import DataError
-from protobench.utils import sha256_json
+from protobench.utils import canonical_json
 
 FORMAT = "protobench.episodes/1"
+_HASH_CHUNK = 4096
+_SENTINEL = "\x00episodes\x00"  # placeholder whose JSON text marks where episodes go
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,7 +74,7 @@ class EpisodeList:
         """``[E, N, Q]``"""
         return self.indices[:, :, self.shots:]
 
-    def to_json_dict(self) -> dict[str, Any]:
+    def _header(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "dataset": self.dataset,
@@ -82,16 +85,35 @@ class EpisodeList:
             "queries": self.queries,
             "seed": self.seed,
             "class_names": list(self.class_names),
-            "episodes": [
-                {"classes": c, "support": [row[: self.shots] for row in idx],
-                 "query": [row[self.shots:] for row in idx]}
-                for c, idx in zip(self.classes.tolist(), self.indices.tolist())
-            ],
         }
+
+    def _episode_dicts(self, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        k = self.shots
+        return [{"classes": c, "support": [row[:k] for row in idx],
+                 "query": [row[k:] for row in idx]}
+                for c, idx in zip(self.classes[start:stop].tolist(),
+                                  self.indices[start:stop].tolist())]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {**self._header(), "episodes": self._episode_dicts()}
 
     @cached_property
     def hash(self) -> str:
-        return sha256_json(self.to_json_dict())
+        """SHA-256 of the canonical JSON of :meth:`to_json_dict`, streamed chunk by chunk so
+        memory stays bounded for millions of episodes (same digest as hashing it whole)."""
+        head = self._header()
+        head["episodes"] = _SENTINEL
+        prefix, suffix = canonical_json(head).split(json.dumps(_SENTINEL))
+        h = hashlib.sha256(prefix.encode())
+        h.update(b"[")
+        for start in range(0, self.episodes, _HASH_CHUNK):
+            if start:
+                h.update(b",")
+            part = self._episode_dicts(start, start + _HASH_CHUNK)
+            h.update(canonical_json(part)[1:-1].encode())
+        h.update(b"]")
+        h.update(suffix.encode())
+        return h.hexdigest()
 
     def save(self, path: str | Path) -> str:
         """Write the manifest (with its hash) and return the hash."""

@@ -8,13 +8,22 @@ in any process and on any device, and any chunk can be regenerated alone.
 
 Per chunk (no Python loop over episodes or classes):
 - classes: ``multinomial`` without replacement over the eligible classes;
-- samples: a random key per (episode, way, slot) of the padded class table,
-  invalid slots pushed to +inf, and the ``K+Q`` smallest keys taken with
-  ``topk`` -> a uniform draw without replacement, support and query disjoint.
+- samples, ``m = K+Q`` of a class with ``n`` samples, all ``E*N`` rows at once:
+  - when ``m(m-1)/2 <= 4 max_n`` (the usual case: 20 of 600), Floyd's algorithm,
+    vectorised over rows with a loop over the ``m`` slots: step ``i`` draws
+    ``t ~ U{0..j}`` with ``j = n-m+i`` and takes ``j`` instead when ``t`` is already
+    chosen, which yields a uniform ``m``-subset from exactly ``m`` draws; a random
+    permutation of the ``m`` slots (argsort of ``m`` keys) then makes the order, and
+    so the support/query split, uniform. ~10x faster than keys over the whole row;
+  - otherwise (``m`` close to ``n``) a random key per slot of the padded class table,
+    padding pushed to +inf, and the ``m`` smallest keys via ``topk``.
+  Both are uniform draws without replacement; support and query are disjoint. The
+  choice depends only on shapes, so a seed gives the same episodes everywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -82,25 +91,54 @@ def _sample_chunk(
     weights = torch.ones(n_episodes, len(eligible))
     pick = torch.multinomial(weights, spec.ways, replacement=False, generator=g)  # [e, N]
     classes = eligible[pick]
-    max_n = table.shape[1]
-    keys = torch.rand(n_episodes, spec.ways, max_n, generator=g)
-    slot = torch.arange(max_n)
-    keys.masked_fill_(slot >= counts[classes].unsqueeze(-1), float("inf"))
-    _, pos = torch.topk(keys, spec.per_class, dim=-1, largest=False, sorted=True)
+    m, max_n = spec.per_class, table.shape[1]
+    if m * (m - 1) // 2 <= 4 * max_n:
+        pos = _floyd(counts[classes].reshape(-1), m, g).view(n_episodes, spec.ways, m)
+    else:
+        keys = torch.rand(n_episodes, spec.ways, max_n, generator=g)
+        slot = torch.arange(max_n)
+        keys.masked_fill_(slot >= counts[classes].unsqueeze(-1), float("inf"))
+        _, pos = torch.topk(keys, m, dim=-1, largest=False, sorted=True)
     return table[classes.unsqueeze(-1), pos], classes
+
+
+def _floyd(n: torch.Tensor, m: int, g: torch.Generator) -> torch.Tensor:
+    """``[R, m]`` distinct positions in ``[0, n_r)`` per row, uniform subset in uniform order."""
+    rows = len(n)
+    u = torch.rand(rows, m, generator=g, dtype=torch.float64)
+    out = torch.empty(rows, m, dtype=torch.int64)
+    for i in range(m):
+        j = n - m + i
+        t = torch.minimum((u[:, i] * (j + 1)).long(), j)
+        if i:
+            t = torch.where((out[:, :i] == t.unsqueeze(1)).any(1), j, t)
+        out[:, i] = t
+    order = torch.rand(rows, m, generator=g).argsort(dim=1)
+    return out.gather(1, order)
+
+
+def iter_episode_chunks(
+    data: LabeledData, spec: EpisodeSpec
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The episodes of ``spec`` chunk by chunk (``CHUNK`` episodes each), without ever holding
+    all of them: what streaming evaluation uses to keep memory flat in ``E``."""
+    eligible = check_spec(data, spec)
+    table, counts = data.class_table, data.class_counts
+    for c, start in enumerate(range(0, spec.episodes, CHUNK)):
+        n = min(CHUNK, spec.episodes - start)
+        yield _sample_chunk(table, counts, eligible, spec, n, _chunk_generator(spec.seed, c))
 
 
 def sample_episodes(data: LabeledData, spec: EpisodeSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """All episodes of ``spec`` on ``data``: ``([E, N, K+Q] indices, [E, N] classes)``, CPU int64."""
-    eligible = check_spec(data, spec)
-    table, counts = data.class_table, data.class_counts
-    idx_chunks, cls_chunks = [], []
-    for c, start in enumerate(range(0, spec.episodes, CHUNK)):
-        n = min(CHUNK, spec.episodes - start)
-        idx, cls = _sample_chunk(table, counts, eligible, spec, n, _chunk_generator(spec.seed, c))
-        idx_chunks.append(idx)
-        cls_chunks.append(cls)
-    return torch.cat(idx_chunks), torch.cat(cls_chunks)
+    indices = torch.empty(spec.episodes, spec.ways, spec.per_class, dtype=torch.int64)
+    classes = torch.empty(spec.episodes, spec.ways, dtype=torch.int64)
+    start = 0
+    for idx, cls in iter_episode_chunks(data, spec):  # filled in place: no second copy
+        indices[start:start + len(idx)] = idx
+        classes[start:start + len(idx)] = cls
+        start += len(idx)
+    return indices, classes
 
 
 def episode_labels(ways: int, queries: int, device: torch.device | str = "cpu") -> torch.Tensor:

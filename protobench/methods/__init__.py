@@ -1,6 +1,13 @@
 """Method registry. Importing this package registers every built-in method."""
 
-from protobench.methods import ncm, protonet  # noqa: F401  (registers)
+from protobench.methods import (  # noqa: F401  (registers)
+    finetune,
+    joint,
+    napa_vq,
+    ncm,
+    prd,
+    protonet,
+)
 from protobench.methods.base import (
     FewShotMethod,
     Method,
@@ -10,6 +17,7 @@ from protobench.methods.base import (
     load_method,
     register_method,
 )
+from protobench.methods.continual_base import ContinualMethod, ExperienceInfo
 
-__all__ = ["FewShotMethod", "Method", "build_method", "get_method_class", "list_methods",
-           "load_method", "register_method"]
+__all__ = ["ContinualMethod", "ExperienceInfo", "FewShotMethod", "Method", "build_method",
+           "get_method_class", "list_methods", "load_method", "register_method"]

@@ -22,6 +22,7 @@ import torch
 
 from protobench.datasets.base import LabeledData
 from protobench.errors import UserError, unknown_name
+from protobench.feature_cache import FeatureCache
 
 _METHODS: dict[str, type[Method]] = {}
 
@@ -56,6 +57,7 @@ class FewShotMethod(Method, ABC):
 
     tasks = frozenset({"fewshot"})
     metric: str = "sqeuclidean"
+    feature_cache: FeatureCache | None = None  # set by the runner; not a parameter
 
     def fit(self, train: LabeledData | None, device: torch.device, steps: int | None = None,
             progress: bool = True) -> dict[str, float]:
@@ -69,6 +71,20 @@ class FewShotMethod(Method, ABC):
     def transform(self, features: torch.Tensor) -> torch.Tensor:
         """Post-processing applied to evaluation features (identity by default)."""
         return features
+
+    def feature_key(self, data: LabeledData) -> str | None:
+        """What determines ``features(data)`` besides the data (backbone, weights hash), or
+        None when there is nothing worth caching (e.g. the data already are features)."""
+        return None
+
+    def cached_features(self, data: LabeledData, device: torch.device) -> torch.Tensor:
+        """``features(data)``, through ``feature_cache`` when one is set and the method has a
+        feature key: an unchanged encoder never re-runs on the same split."""
+        key = self.feature_key(data) if self.feature_cache is not None else None
+        if key is None or self.feature_cache is None:
+            return self.features(data, device)
+        return self.feature_cache.get(data, key, lambda: self.features(data, device),
+                                      data.meta.get("load_options", {}))
 
 
 def register_method(name: str):

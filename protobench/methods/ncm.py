@@ -17,7 +17,9 @@ import torch.nn.functional as F
 from protobench.backbones import build_backbone, extract_features
 from protobench.datasets.base import LabeledData
 from protobench.errors import UserError
+from protobench.feature_cache import weights_hash
 from protobench.methods.base import FewShotMethod, register_method
+from protobench.utils import sha256_json
 
 
 @register_method("ncm")
@@ -55,13 +57,20 @@ class NCM(FewShotMethod):
             progress: bool = True) -> dict[str, Any]:
         self.mean = None
         if self.centre and train is not None:
-            self.mean = self.features(train, device).mean(0)
+            self.mean = self.cached_features(train, device).mean(0)
         return {"centred_on": train.split if self.mean is not None and train else "none"}
 
     def features(self, data: LabeledData, device: torch.device) -> torch.Tensor:
         if data.is_features and self.backbone == "identity" and not self.checkpoint:
             return data.x.float()
         return extract_features(self._encoder(data), data.get, len(data), device)
+
+    def feature_key(self, data: LabeledData) -> str | None:
+        if data.is_features and self.backbone == "identity" and not self.checkpoint:
+            return None
+        in_shape = tuple(data.get(torch.tensor([0])).shape[1:])
+        return sha256_json({"backbone": self.backbone, "checkpoint": bool(self.checkpoint),
+                            "in_shape": in_shape, "weights": weights_hash(self._encoder(data))})
 
     def transform(self, features: torch.Tensor) -> torch.Tensor:
         if self.mean is not None:

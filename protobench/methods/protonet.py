@@ -31,9 +31,11 @@ import torch.nn.functional as F
 from protobench.backbones import build_backbone, extract_features
 from protobench.datasets.base import LabeledData
 from protobench.episodic.sampler import EpisodeSpec, episode_labels, sample_episodes
+from protobench.feature_cache import weights_hash
 from protobench.geometry.metrics import get_metric
 from protobench.methods.base import FewShotMethod, register_method
 from protobench.progress import training_bar
+from protobench.utils import sha256_json
 
 
 def lr_at(episode: int, lr: float = 1e-3, every: int = 2000, gamma: float = 0.5) -> float:
@@ -143,6 +145,11 @@ class ProtoNet(FewShotMethod):
     def features(self, data: LabeledData, device: torch.device) -> torch.Tensor:
         encoder = self._build(tuple(data.get(torch.tensor([0])).shape[1:]))
         return extract_features(encoder, data.get, len(data), device)
+
+    def feature_key(self, data: LabeledData) -> str | None:
+        in_shape = tuple(data.get(torch.tensor([0])).shape[1:])
+        return sha256_json({"backbone": self.backbone, "in_shape": in_shape,
+                            "weights": weights_hash(self._build(in_shape))})
 
     def state_dict(self) -> dict[str, Any]:
         if self.encoder is None:

@@ -1,4 +1,4 @@
-"""Fixtures for the dataset tests: isolated cache/data dirs, real Omniglot, tiny fakes."""
+"""Fixtures for the dataset tests: real Omniglot and tiny fakes."""
 
 from __future__ import annotations
 
@@ -14,15 +14,6 @@ OMNIGLOT_DIR = Path(os.environ.get(
     "PROTOBENCH_OMNIGLOT_DIR",
     Path(__file__).resolve().parents[3] / "shared" / "data" / "omniglot",
 ))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory):
-    """Every dataset test caches and downloads into temporary folders, never ~/.cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PROTOBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        mp.setenv("PROTOBENCH_DATA", str(tmp_path_factory.mktemp("data")))
-        yield
 
 
 @pytest.fixture(scope="session")

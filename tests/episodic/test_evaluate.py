@@ -74,3 +74,16 @@ def test_nan_features_are_refused():
     eps = make_episodes(data, EpisodeSpec(5, 1, 5, 10))
     with pytest.raises(UserError, match="NaN or inf in 1 row.*\\[3\\]"):
         evaluate_episodes(x, eps)
+
+
+def test_streaming_evaluation_matches_the_episode_list(monkeypatch):
+    from protobench.episodic import evaluate_spec, make_episodes
+    from protobench.episodic import sampler as sampler_mod
+
+    monkeypatch.setattr(sampler_mod, "CHUNK", 100)  # several sampler chunks
+    data = make_features(n_classes=8, per_class=25, dim=16, seed=2)
+    spec = EpisodeSpec(5, 2, 6, 350, seed=4)
+    full = evaluate_episodes(data.x, make_episodes(data, spec), metric="cosine")
+    streamed = evaluate_spec(data.x, data, spec, metric="cosine", memory_budget=4096)
+    assert torch.equal(full.accuracies, streamed.accuracies)
+    assert streamed.n == 350 and streamed.mean == full.mean

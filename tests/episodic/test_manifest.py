@@ -37,3 +37,15 @@ def test_replay_on_other_data_is_refused():
     other = make_features(seed=1)
     with pytest.raises(DataError, match="same data version"):
         eps.check_against(other.name, other.split, other.checksum)
+
+
+def test_streamed_hash_is_the_hash_of_the_whole_canonical_json(monkeypatch):
+    from protobench.episodic import manifest as manifest_mod
+    from protobench.utils import sha256_json
+
+    monkeypatch.setattr(manifest_mod, "_HASH_CHUNK", 7)  # several chunks, a ragged last one
+    data = make_features()
+    eps = make_episodes(data, EpisodeSpec(4, 2, 3, 30, seed=1))
+    assert eps.hash == sha256_json(eps.to_json_dict())
+    one = make_episodes(data, EpisodeSpec(4, 2, 3, 1, seed=1))
+    assert one.hash == sha256_json(one.to_json_dict())

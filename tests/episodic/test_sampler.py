@@ -75,3 +75,31 @@ def test_errors_name_the_problem(blobs):
         sample_episodes(data, EpisodeSpec(2, 2, 2, 1))
     with pytest.raises(SpecError, match="shots must be a positive integer"):
         EpisodeSpec(5, 0)
+
+
+@pytest.mark.parametrize("per_class", [6, 30])  # 6: Floyd's draws; 30 of 30: the top-k path
+def test_draws_are_uniform_subsets_in_uniform_order(per_class, monkeypatch):
+    calls = []
+    floyd = sampler_mod._floyd
+    monkeypatch.setattr(sampler_mod, "_floyd", lambda *a: calls.append(1) or floyd(*a))
+    # 3 classes of `per_class` samples; 1 shot + 2 queries per class
+    labels = torch.arange(3).repeat_interleave(per_class)
+    data = LabeledData(torch.zeros(len(labels), 1), labels, ("a", "b", "c"), "t", "test")
+    spec = EpisodeSpec(2, 1, 2, 20000, seed=5) if per_class == 6 else \
+        EpisodeSpec(2, 1, 29, 20000, seed=5)
+    idx, classes = sample_episodes(data, spec)
+    assert bool(calls) == (per_class == 6)  # Floyd's draws, else the top-k path
+    pos = (idx - classes.unsqueeze(-1) * per_class).reshape(-1, spec.per_class)  # 0..n-1
+    # the support sample is uniform over the class, whatever the algorithm's draw order
+    freq = torch.bincount(pos[:, 0], minlength=per_class).double() / len(pos)
+    assert torch.allclose(freq, torch.full((per_class,), 1 / per_class, dtype=torch.float64),
+                          atol=0.006)
+    if per_class == 6:
+        # every 3-subset of 6 (20 of them) equally likely
+        subsets = pos.sort(1).values
+        code = (subsets * torch.tensor([36, 6, 1])).sum(1)
+        counts = torch.bincount(code, minlength=216)
+        seen = counts[counts > 0].double() / len(pos)
+        assert len(seen) == 20
+        assert torch.allclose(seen, torch.full((20,), 0.05, dtype=torch.float64), atol=0.006)
+

@@ -53,3 +53,52 @@ def test_bad_backend_and_shape():
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="faiss-gpu needs a CUDA GPU"):
             PrototypeIndex(p, backend="faiss-gpu")
+
+
+def test_torch_batches_are_sized_by_the_memory_budget(monkeypatch):
+    q, p = _data()
+    idx = PrototypeIndex(p, backend="torch", memory_budget=300 * 8 * 64)  # 64 rows per block
+    assert idx._batch() == 64
+    sizes = []
+    real = idx._search_batch
+    monkeypatch.setattr(idx, "_search_batch", lambda b, k: sizes.append(len(b)) or real(b, k))
+    d, i = idx.search(q, k=2)
+    assert max(sizes) == 64 and sum(sizes) == len(q)
+    ref = PrototypeIndex(p, backend="torch").search(q, k=2)
+    assert torch.equal(i, ref[1]) and torch.allclose(d, ref[0])
+
+
+@pytest.mark.parametrize("approximate", ["ivf", "hnsw"])
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+def test_approximate_indexes_report_their_recall(approximate, metric):
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(40, 32, generator=g) * 4
+    protos = centres.repeat_interleave(100, 0) + torch.randn(4000, 32, generator=g)
+    queries = centres.repeat_interleave(20, 0) + torch.randn(800, 32, generator=g)
+    exact = PrototypeIndex(protos, metric=metric, backend="faiss-cpu")
+    assert exact.recall(queries) == 1.0
+    approx = PrototypeIndex(protos, metric=metric, backend="faiss-cpu", approximate=approximate)
+    r1, r5 = approx.recall(queries, k=1), approx.recall(queries, k=5)
+    assert 0.8 < r1 <= 1.0 and 0.8 < r5 <= 1.0
+    # recall is what it says: the fraction of exact nearest neighbours found
+    _, truth = exact.search(queries, 1)
+    _, found = approx.search(queries, 1)
+    assert r1 == pytest.approx((truth == found).double().mean().item())
+
+
+def test_ivf_with_every_cell_probed_is_exact():
+    pytest.importorskip("faiss")
+    q, p = _data()
+    idx = PrototypeIndex(p, backend="faiss-cpu", approximate="ivf", nlist=4, nprobe=4)
+    assert idx.recall(q[:500], k=3) == 1.0
+
+
+def test_approximate_needs_faiss_and_a_known_kind():
+    _, p = _data()
+    with pytest.raises(UserError, match="unknown approximate index 'lsh'"):
+        PrototypeIndex(p, backend="faiss-cpu", approximate="lsh")
+    with pytest.raises(UserError, match="approximate search needs a FAISS backend"):
+        PrototypeIndex(p, backend="torch", approximate="ivf")
+    with pytest.raises(UserError, match="non-empty"):
+        PrototypeIndex(torch.empty(0, 4), backend="torch")

@@ -1,0 +1,262 @@
+"""Class-incremental accuracy: finetune, napa-vq, prd and joint on the same streams.
+
+For each dataset, every method runs on the same stream with the same backbone, epochs and
+seed, for each of ``--seeds`` (the seed sets the class order, the initial weights and the
+batch order):
+
+- ``digits``: the embedded digits, 5 experiences of 2 classes, 20% of each class held out
+  for test, 8x8 images and the ``mlp`` backbone (``--backbones digits=conv4`` with
+  ``--image-size digits=28`` for the Conv-4), 100 epochs per experience;
+- ``omniglot``: the real files under ``--data-root``, ``all`` split without rotations,
+  the first 50 characters of the seeded class order in 10 experiences of 5 (16 train and
+  4 test images each), 28x28 images, ``conv4`` backbone, 6 epochs per experience.
+
+Each method keeps its card's recipe (optimiser, batch size, loss weights; PRD's longer
+first experience scales with ``--epochs``); ``--param method:key=value`` overrides one
+parameter (e.g. ``prd:relation_axis=samples`` with ``prd:relation_sim=cosine`` and
+``prd:distill_temp=0.1`` for the paper's relation loss). We report per method the mean,
+standard deviation and range over the seeds of the average incremental accuracy, final
+accuracy and average forgetting, the wall time (training + evaluation), and check the
+acceptance claims: napa-vq and prd have a higher average incremental accuracy and lower
+forgetting than finetune, and every method stays below joint. ``--store`` also writes one
+leaderboard row per run (board ``continual/<dataset>``).
+
+Results, one pair of files per dataset:
+``benchmarks/results/continual_accuracy_<dataset>{,_quick}.{json,md}``.
+
+    python benchmarks/continual_accuracy.py --datasets digits --threads 1
+    python benchmarks/continual_accuracy.py --datasets omniglot --data-root ../shared/data/omniglot
+    python benchmarks/continual_accuracy.py --quick    # smoke: 1 epoch, seed 0, Omniglot
+                                                       # with 20 classes if the folder exists
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, machine_line  # noqa: E402
+
+from protobench.continual.job import ContinualConfig, _record  # noqa: E402
+from protobench.continual.run import run_stream  # noqa: E402
+from protobench.continual.stream import StreamSpec, build_stream, holdout_split  # noqa: E402
+from protobench.datasets import load_dataset  # noqa: E402
+from protobench.leaderboard.store import ResultStore  # noqa: E402
+from protobench.methods import build_method  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+METHODS = ("finetune", "napa-vq", "prd", "joint")
+METRICS = ("average_incremental_accuracy", "final_accuracy", "average_forgetting")
+TEST_FRACTION = 0.2
+
+
+def dataset_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per dataset: loader options, experiences, class subset, backbone and epochs."""
+    settings = {
+        "digits": {"options": {"image_size": 8}, "experiences": 5, "num_classes": None,
+                   "backbone": "mlp", "root": None, "epochs": 100},
+        "omniglot": {"options": {"image_size": 28, "rotations": "none"}, "experiences": 10,
+                     "num_classes": args.omniglot_classes, "backbone": "conv4",
+                     "root": str(args.data_root), "epochs": 6},
+    }
+    for setting in settings.values():
+        setting["epochs"] = args.epochs or setting["epochs"]
+    for name, backbone in _pairs(args.backbones, "--backbones").items():
+        settings[name]["backbone"] = backbone
+    for name, size in _pairs(args.image_size, "--image-size").items():
+        settings[name]["options"]["image_size"] = int(size)
+    return settings
+
+
+def _pairs(text: str, flag: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("digits", "omniglot"):
+            sys.exit(f"{flag} expects dataset=value (digits|omniglot), got {item!r}")
+        out[key] = value
+    return out
+
+
+def method_params(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["prd:relation_axis=samples", ...]`` -> ``{"prd": {"relation_axis": "samples"}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        method, colon, rest = item.partition(":")
+        key, eq, value = rest.partition("=")
+        if not colon or not eq or not key:
+            sys.exit(f"--param expects method:key=value, got {item!r}")
+        out.setdefault(method, {})[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def run_dataset(name: str, setting: dict[str, Any], args: argparse.Namespace,
+                params: dict[str, dict[str, Any]], store: ResultStore | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = load_dataset(name, "all", setting["root"], **setting["options"])
+    train, test = holdout_split(data, TEST_FRACTION, seed=0)  # as stream_from_dataset
+    load_s = time.perf_counter() - t0
+    device = torch.device("cpu")
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+    warm = build_stream(train, test, StreamSpec(setting["experiences"],
+                                                num_classes=setting["num_classes"]))
+    warm_up = build_method("finetune", backbone=setting["backbone"], epochs=1)
+    run_stream(warm_up, warm, device, progress=False)  # lazy initialisations, not timed
+    stream_info: dict[str, Any] = {}
+    for seed in args.seeds:
+        spec = StreamSpec(setting["experiences"], seed=seed, num_classes=setting["num_classes"])
+        stream = build_stream(train, test, spec, source=name)
+        stream_info = {"experiences": len(stream), "classes": stream.num_classes,
+                       "sizes": list(stream.sizes), "train_samples": len(stream.train),
+                       "test_samples": len(stream.test), "input_shape": list(train.x.shape[1:])}
+        for m in args.methods:
+            method = build_method(m, task="class-incremental", backbone=setting["backbone"],
+                                  epochs=setting["epochs"], seed=seed, **params.get(m, {}))
+            res = run_stream(method, stream, device, seed=seed, progress=False)
+            row = {"seed": seed, **{k: res.metrics[k] for k in METRICS},
+                   "backward_transfer": res.metrics["backward_transfer"],
+                   "til_final_accuracy": res.metrics["til_final_accuracy"],
+                   "wall_time_s": res.wall_time_s,
+                   "accuracy_matrix": [[None if v != v else round(v, 4) for v in r]
+                                       for r in res.accuracy.tolist()]}
+            runs[m].append(row)
+            print(f"{name} seed {seed} {m:9s} AIA {row['average_incremental_accuracy']:.3f} "
+                  f"final {row['final_accuracy']:.3f} forgetting "
+                  f"{row['average_forgetting']:.3f} ({res.wall_time_s:.1f} s)", flush=True)
+            if store is not None:
+                cfg = ContinualConfig(dataset=name, method=m, experiences=setting["experiences"],
+                                      num_classes=setting["num_classes"], seed=seed,
+                                      epochs=setting["epochs"], backbone=setting["backbone"],
+                                      device="cpu", data_root=setting["root"],
+                                      dataset_options=setting["options"],
+                                      method_params=params.get(m, {}),
+                                      test_fraction=TEST_FRACTION)
+                store.add_all([_record(cfg, stream, method, res, device)])
+    methods = {}
+    for m, rows in runs.items():
+        methods[m] = {"params": params.get(m, {}), "runs": rows,
+                      **{k: spread([r[k] for r in rows]) for k in (*METRICS, "wall_time_s")}}
+    return {"backbone": setting["backbone"], "epochs": setting["epochs"],
+            "options": setting["options"],
+            "stream": stream_info, "load_seconds": load_s, "methods": methods,
+            "checks": checks(methods)}
+
+
+def checks(methods: dict[str, Any]) -> dict[str, Any]:
+    """The acceptance claims, on the means and seed by seed."""
+    aia, fgt = "average_incremental_accuracy", "average_forgetting"
+    out: dict[str, Any] = {}
+
+    def per_seed(a: str, b: str, key: str, lower: bool) -> str:
+        pairs = list(zip(methods[a]["runs"], methods[b]["runs"]))
+        wins = sum((ra[key] < rb[key]) if lower else (ra[key] > rb[key]) for ra, rb in pairs)
+        return f"{wins}/{len(pairs)}"
+
+    if "finetune" in methods:
+        for m in ("napa-vq", "prd"):
+            if m in methods:
+                out[f"{m} AIA > finetune"] = {
+                    "ok": methods[m][aia]["mean"] > methods["finetune"][aia]["mean"],
+                    "seeds": per_seed(m, "finetune", aia, lower=False)}
+                out[f"{m} forgetting < finetune"] = {
+                    "ok": methods[m][fgt]["mean"] < methods["finetune"][fgt]["mean"],
+                    "seeds": per_seed(m, "finetune", fgt, lower=True)}
+    if "joint" in methods:
+        for m in methods:
+            if m != "joint":
+                out[f"{m} AIA < joint"] = {
+                    "ok": methods[m][aia]["mean"] < methods["joint"][aia]["mean"],
+                    "seeds": per_seed(m, "joint", aia, lower=True)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 seed")
+    ap.add_argument("--datasets", default="digits,omniglot")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="epochs per experience (default: digits 100, omniglot 6)")
+    ap.add_argument("--data-root", type=Path, default=Path("../shared/data/omniglot"),
+                    help="folder with the Omniglot zips")
+    ap.add_argument("--omniglot-classes", type=int, default=50)
+    ap.add_argument("--backbones", default="", help="dataset=backbone,... (e.g. digits=conv4)")
+    ap.add_argument("--image-size", default="", help="dataset=size,... (e.g. digits=28)")
+    ap.add_argument("--param", action="append", default=[],
+                    help="method:key=value, repeatable (e.g. prd:relation_axis=samples)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--store", default=None, help="leaderboard file for one row per run")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.epochs, args.seeds, args.omniglot_classes = 1, "0", 20
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.methods = [m for m in args.methods.split(",") if m]
+    datasets = [d for d in args.datasets.split(",") if d]
+    settings = dataset_settings(args)
+    unknown = [d for d in datasets if d not in settings]
+    if unknown:
+        sys.exit(f"unknown dataset {unknown[0]!r}; choose from {', '.join(settings)}")
+    skipped = {}
+    if "omniglot" in datasets and not args.data_root.is_dir():
+        if not args.quick:
+            sys.exit(f"no Omniglot folder at {args.data_root}; pass --data-root")
+        datasets.remove("omniglot")
+        skipped["omniglot"] = f"no folder {args.data_root}"
+    params = method_params(args.param)
+    store = ResultStore(args.store) if args.store else None
+    for name, why in skipped.items():
+        print(f"{name} skipped: {why}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in datasets:  # one result file per dataset: separate runs do not clobber
+        out = {"machine": machine(), "quick": args.quick, "dataset": name,
+               "seeds": args.seeds, "methods": args.methods,
+               **run_dataset(name, settings[name], args, params, store)}
+        stem = f"continual_accuracy_{name}" + ("_quick" if args.quick else "")
+        (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
+        (args.out / f"{stem}.md").write_text(_markdown(out))
+        print(_markdown(out), flush=True)
+
+
+def _markdown(out: dict[str, Any]) -> str:
+    s = out["stream"]
+    lines = [f"# Class-incremental accuracy on {out['dataset']} "
+             f"({machine_line(out['machine'])})", "",
+             f"{s['classes']} classes in {s['experiences']} experiences, {out['backbone']} on "
+             f"{tuple(s['input_shape'])}, {s['train_samples']} train / {s['test_samples']} test "
+             f"images; {out['epochs']} epochs per experience, seeds {out['seeds']}. Mean ± std "
+             "[min, max] over the seeds, in %; wall time = training + evaluation, mean.", "",
+             "| method | AIA | final accuracy | forgetting | wall time (s) |",
+             "|---|---|---|---|---|"]
+    for m, r in out["methods"].items():
+        cells = [f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['std']:.1f} "
+                 f"[{100 * r[k]['min']:.1f}, {100 * r[k]['max']:.1f}]" for k in METRICS]
+        label = m + (" (" + ", ".join(f"{k}={v}" for k, v in r["params"].items()) + ")"
+                     if r["params"] else "")
+        lines.append(f"| {label} | {' | '.join(cells)} | {r['wall_time_s']['mean']:.1f} |")
+    lines += ["", "| claim | holds (means) | seeds where it holds |", "|---|---|---|"]
+    lines += [f"| {k} | {'yes' if v['ok'] else 'NO'} | {v['seeds']} |"
+              for k, v in out["checks"].items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Interop with other libraries (imported lazily; each needs its extra)."""
