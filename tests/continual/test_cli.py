@@ -65,3 +65,14 @@ def test_bad_input_exits_2_without_rows(tmp_path, args, message):
     assert message in res.output and "error:" in res.output
     assert "Traceback" not in res.output
     assert not store.exists()
+
+
+@pytest.mark.parametrize("method", ["napa-vq", "prd"])
+def test_exemplar_free_methods_run_from_the_cli(tmp_path, method):
+    store = tmp_path / "r.sqlite"
+    res = run("continual", "-d", "digits", "-m", method, "--experiences", 2, *FAST,
+              "--epochs", 1, "--run-dir", tmp_path / "run", "--store", store)
+    assert res.exit_code == 0, res.output
+    (record,) = ResultStore(store).records("continual/digits")
+    assert record.method == method and len(record.config["fit"]["accuracy_matrix"]) == 2
+    assert (tmp_path / "run" / "accuracy.png").exists()
