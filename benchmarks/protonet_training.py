@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, machine_line  # noqa: E402
+from fewshot_throughput import _FeatureSet  # noqa: E402
 
 from protobench.backbones import build_backbone  # noqa: E402
 from protobench.datasets import load_dataset  # noqa: E402
@@ -62,17 +63,6 @@ def ours(data: LabeledData, ways: int, shots: int, queries: int, steps: int, amp
     return steps / (time.perf_counter() - t)
 
 
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, data: LabeledData) -> None:
-        self.x, self.y = data.x, data.labels.tolist()
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
-
-
 def _pairwise_distances_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n, m = a.shape[0], b.shape[0]
     return -((a.unsqueeze(1).expand(n, m, -1) - b.unsqueeze(0).expand(n, m, -1)) ** 2).sum(dim=2)
@@ -86,7 +76,7 @@ def learn2learn(data: LabeledData, ways: int, shots: int, queries: int, steps: i
     torch.manual_seed(0)
     model = build_backbone("conv4", tuple(data.x.shape[1:]))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    meta = l2l.data.MetaDataset(_Images(data))
+    meta = l2l.data.MetaDataset(_FeatureSet(data))  # (x_i, y_i) items, any x shape
     transforms = [l2l.data.transforms.NWays(meta, ways),
                   l2l.data.transforms.KShots(meta, queries + shots),
                   l2l.data.transforms.LoadData(meta), l2l.data.transforms.RemapLabels(meta),

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import SampleSource
 from protobench.methods.base import Method
 
@@ -109,6 +110,15 @@ def iterate_batches(x: Inputs, y: torch.Tensor, batch_size: int, generator: torc
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         yield x[idx], y[idx]
+
+
+def seeded_encoder(backbone: str, in_shape: tuple[int, ...], seed: int
+                   ) -> tuple[str, torch.nn.Module]:
+    """``(resolved backbone name, encoder)``: ``"auto"`` picks the default for ``in_shape``;
+    torch is seeded first, so every run of a seed starts from the same weights."""
+    torch.manual_seed(seed)
+    name = default_backbone(in_shape) if backbone == "auto" else backbone
+    return name, build_backbone(name, in_shape)
 
 
 def num_batches(n: int, batch_size: int) -> int:

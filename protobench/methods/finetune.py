@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protobench.backbones import build_backbone, default_backbone
 from protobench.methods.base import register_method
 from protobench.methods.continual_base import (
     ContinualMethod,
@@ -33,6 +32,7 @@ from protobench.methods.continual_base import (
     input_shape,
     iterate_batches,
     num_batches,
+    seeded_encoder,
 )
 from protobench.progress import training_bar
 
@@ -73,11 +73,9 @@ class Finetune(ContinualMethod):
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
         if self.encoder is None or self.in_shape != tuple(in_shape):
-            torch.manual_seed(self.seed)  # the same initial encoder for every run of a seed
             self.in_shape = tuple(in_shape)
-            self.backbone_name = (default_backbone(self.in_shape) if self.backbone == "auto"
-                                  else self.backbone)
-            self.encoder = build_backbone(self.backbone_name, self.in_shape)
+            self.backbone_name, self.encoder = seeded_encoder(self.backbone, self.in_shape,
+                                                              self.seed)
             self.head = None
         return self.encoder
 

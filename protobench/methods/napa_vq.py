@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protobench.backbones import build_backbone, default_backbone
 from protobench.geometry.index import PrototypeIndex
 from protobench.methods.base import register_method
 from protobench.methods.continual_base import (
@@ -53,6 +52,7 @@ from protobench.methods.continual_base import (
     input_shape,
     iterate_batches,
     num_batches,
+    seeded_encoder,
 )
 from protobench.progress import training_bar
 
@@ -189,11 +189,9 @@ class NapaVQ(ContinualMethod):
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
         if self.encoder is None or self.in_shape != tuple(in_shape):
-            torch.manual_seed(self.seed)
             self.in_shape = tuple(in_shape)
-            self.backbone_name = (default_backbone(self.in_shape) if self.backbone == "auto"
-                                  else self.backbone)
-            self.encoder = build_backbone(self.backbone_name, self.in_shape)
+            self.backbone_name, self.encoder = seeded_encoder(self.backbone, self.in_shape,
+                                                              self.seed)
             square = len(in_shape) == 3 and in_shape[1] == in_shape[2]
             self.rot = self.rotations if square else 1
             d = self.encoder.out_dim

@@ -49,7 +49,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protobench.backbones import build_backbone, default_backbone
 from protobench.errors import UserError
 from protobench.geometry.index import PrototypeIndex
 from protobench.methods.base import register_method
@@ -60,6 +59,7 @@ from protobench.methods.continual_base import (
     input_shape,
     iterate_batches,
     num_batches,
+    seeded_encoder,
 )
 from protobench.progress import training_bar
 
@@ -214,11 +214,9 @@ class PRD(ContinualMethod):
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
         if self.encoder is None or self.in_shape != tuple(in_shape):
-            torch.manual_seed(self.seed)
             self.in_shape = tuple(in_shape)
-            self.backbone_name = (default_backbone(self.in_shape) if self.backbone == "auto"
-                                  else self.backbone)
-            self.encoder = build_backbone(self.backbone_name, self.in_shape)
+            self.backbone_name, self.encoder = seeded_encoder(self.backbone, self.in_shape,
+                                                              self.seed)
             self.projector = projector(self.encoder.out_dim, self.projection_hidden,
                                        self.projection_dim)
             self.prototypes = torch.empty(0, self.encoder.out_dim)
