@@ -10,6 +10,8 @@ to ``[B, D]`` and exposing ``out_dim``.
 - ``resnet18``: ResNet-18 for small images (the CIFAR variant of PASS / NAPA-VQ / PRD:
   3x3 stride-1 stem, no max-pool, [2, 2, 2, 2] basic blocks of 64-512 channels, global
   average pool) -> 512-d, post-ReLU; ~11.17M parameters for RGB inputs.
+- ``resnet34``: the same CIFAR variant with [3, 4, 6, 3] basic blocks (PALM's encoder)
+  -> 512-d; ~21.28M parameters for RGB inputs.
 - ``resnet32``: the CIFAR ResNet-32 of He et al. (2016) as used by iCaRL / PODNet:
   3x3 stem of 16 channels, 3 stages of 5 basic blocks (16/32/64 channels, stride 1/2/2),
   parameter-free shortcuts (option A: subsample + zero-pad channels), global average
@@ -179,6 +181,13 @@ def _resnet18(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
     w = int(width)
     return ResNet(_image_channels("resnet18", in_shape), (w, 2 * w, 4 * w, 8 * w),
                   (2, 2, 2, 2), w, "conv")
+
+
+@register_backbone("resnet34")
+def _resnet34(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
+    w = int(width)
+    return ResNet(_image_channels("resnet34", in_shape), (w, 2 * w, 4 * w, 8 * w),
+                  (3, 4, 6, 3), w, "conv")
 
 
 @register_backbone("resnet32")

@@ -69,7 +69,17 @@ def fewshot(
                                               help="one model for every --shots"),
     train_queries: int | None = typer.Option(None, "--train-queries"),
     backbone: str | None = typer.Option(None, "--backbone"),
-    metric: str | None = typer.Option(None, "--metric", help="sqeuclidean|euclidean|cosine"),
+    clip_model: str | None = typer.Option(None, "--clip-model",
+                                          help="proto-clip: open_clip model (RN50, ViT-B-32, "
+                                               "... or a model-config JSON)"),
+    pretrained: str | None = typer.Option(None, "--pretrained",
+                                          help="proto-clip: open_clip weights tag (openai), "
+                                               "a checkpoint file, or none"),
+    metric: str | None = typer.Option(None, "--metric",
+                                      help="sqeuclidean|euclidean|cosine|geodesic"),
+    metric_option: list[str] | None = typer.Option(
+        None, "--metric-option", help="geodesic option key=value, repeatable (mode=geo_pool|"
+        "geo_trans|geo_class, pool=train|test, landmarks, bandwidth, k, t, m, ...)"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
     data_root: Path | None = typer.Option(None, "--data-root"),
     dataset_option: list[str] | None = typer.Option(None, "--dataset-option", "-o",
@@ -106,6 +116,8 @@ def fewshot(
         dataset_options=parse_options(dataset_option, "--dataset-option"),
         train_dataset=train_dataset, train_options=parse_options(train_option, "--train-option"),
         method_params=parse_options(param, "--param"),
+        metric_options=parse_options(metric_option, "--metric-option"),
+        clip_model=clip_model, pretrained=pretrained,
         checkpoint=str(checkpoint) if checkpoint else None,
         save_checkpoint=str(save_checkpoint) if save_checkpoint else None,
         save_episodes=str(save_episodes) if save_episodes else None,
@@ -123,7 +135,7 @@ def fewshot(
                       f"{100 * o.result.mean:.2f}", f"± {100 * o.result.ci95:.2f}",
                       str(o.result.n), o.record.manifest_hash[:12])
     out.print(table)
-    out.print(f"wrote {len(outcomes)} row(s) to {store} (board fewshot/{dataset})")
+    out.print(f"wrote {len(outcomes)} row(s) to {store} (board {outcomes[0].record.board})")
 
 
 @app.command()
@@ -152,12 +164,18 @@ def continual(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --run-dir"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    ood_score: str | None = typer.Option(None, "--ood-score",
+                                            help="open world: score unseen classes as OOD "
+                                                 "after each experience (e.g. knn, msp)"),
+    ood_score_param: list[str] | None = typer.Option(None, "--ood-score-param",
+                                                        help="score parameter key=value"),
 ) -> None:
     """Train a method on a class-incremental stream; print the accuracy matrix, write a row."""
     from protobench.continual.job import (
         ContinualConfig,
         matrix_table,
         metrics_table,
+        open_world_table,
         run_continual,
     )
 
@@ -168,7 +186,8 @@ def continual(
         dataset_options=parse_options(dataset_option, "--dataset-option"),
         method_params=parse_options(param, "--param"), test_fraction=test_fraction,
         run_dir=str(run_dir) if run_dir else None, resume=resume, store=str(store),
-        progress=not no_progress,
+        progress=not no_progress, ood_score=ood_score,
+        ood_score_params=parse_options(ood_score_param, "--ood-score-param"),
     )
 
     def report(t: int, acc: Any) -> None:
@@ -179,8 +198,72 @@ def continual(
     outcome = run_continual(cfg, on_experience_end=report)
     out.print(matrix_table(outcome))
     out.print(metrics_table(outcome))
+    if ood_score is not None:
+        out.print(open_world_table(outcome))
     out.print(f"run folder {outcome.run_dir} (plot {outcome.plot.name if outcome.plot else '-'})")
     out.print(f"wrote 1 row to {store} (board {outcome.record.board})")
+
+
+@app.command()
+@user_errors
+def ood(
+    id_set: str = typer.Option(..., "--id", help="ID dataset NAME[:CLASSES], e.g. digits:0-4"),
+    ood_sets: str = typer.Option(..., "--ood", help="OOD sets, comma-separated, e.g. svhn,textures"),
+    method: str = typer.Option("ce", "--method", "-m", help="ce | palm"),
+    score: str | None = typer.Option(None, "--score", "-s",
+                                        help="comma-separated scores (default: the method's)"),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    seeds: int = typer.Option(1, "--seeds", help="train seeds seed..seed+N-1; mean ± 95% CI"),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
+    backbone: str | None = typer.Option(None, "--backbone"),
+    param: list[str] | None = typer.Option(None, "--param", "-p",
+                                              help="method parameter key=value"),
+    score_param: list[str] | None = typer.Option(None, "--score-param",
+                                                    help="score parameter key=value (e.g. k=100)"),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint",
+                                              help="load a trained method, skip training"),
+    save_checkpoint: Path | None = typer.Option(None, "--save-checkpoint"),
+    data_root: Path | None = typer.Option(None, "--data-root", help="folder of the ID dataset"),
+    ood_root: list[str] | None = typer.Option(None, "--ood-root",
+                                                 help="NAME=FOLDER of an OOD dataset, repeatable"),
+    dataset_option: list[str] | None = typer.Option(None, "--dataset-option", "-o",
+                                                       help="ID loader key=value, repeatable"),
+    test_fraction: float = typer.Option(0.2, "--test-fraction",
+                                        help="held-out ID samples per class (no test split)"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="folder for roc.png, result"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+) -> None:
+    """Train (or load) an ID model, score ID vs OOD sets; print the table, write rows."""
+    from protobench.ood.job import OODConfig, run_ood
+    from protobench.ood.report import mean_ci95, results_table
+
+    cfg = OODConfig(
+        id=id_set, ood=ood_sets, method=method,
+        scores=tuple(s.strip() for s in (score or "").split(",") if s.strip()),
+        epochs=epochs, seed=seed, seeds=seeds, device=device, backbone=backbone,
+        method_params=parse_options(param, "--param"),
+        score_params=parse_options(score_param, "--score-param"),
+        checkpoint=str(checkpoint) if checkpoint else None,
+        save_checkpoint=str(save_checkpoint) if save_checkpoint else None,
+        data_root=str(data_root) if data_root else None,
+        ood_roots={k: str(v) for k, v in parse_options(ood_root, "--ood-root").items()},
+        dataset_options=parse_options(dataset_option, "--dataset-option"),
+        test_fraction=test_fraction, run_dir=str(run_dir) if run_dir else None,
+        store=str(store), progress=not no_progress,
+    )
+    res = run_ood(cfg)
+    acc, ci = mean_ci95([e.id_accuracy for e in res.per_seed])
+    out.print(f"ID {id_set}: accuracy {100 * acc:.2f}%" + (f" ± {100 * ci:.2f}" if ci else "")
+              + f" ({res.per_seed[0].id_accuracy_source})", highlight=False)
+    for s in res.scores:
+        out.print(results_table(f"ood/{res.records[0].dataset} - {method}", s, res.per_seed,
+                                res.groups, res.counts))
+    out.print("FPR95 ID+ = OOD accepted at 95% ID recall (PALM/KNN/CIDER); FPR95 OOD+ = ID "
+              "rejected at 95% OOD recall (OpenOOD v1.5, pytorch-ood)", highlight=False)
+    out.print(f"run folder {res.run_dir} (ROC {res.plot.name if res.plot else '-'})")
+    out.print(f"wrote {len(res.records)} row(s) to {store} (board {res.records[0].board})")
 
 
 @app.command()
@@ -220,7 +303,7 @@ def board_show(
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
 ) -> None:
     """Print a board's ranked table (or the list of boards)."""
-    from protobench.leaderboard.render import CONSOLE_HEADER, ranked_rows
+    from protobench.leaderboard.render import headers, ranked_rows
     from protobench.leaderboard.store import ResultStore
 
     rs = ResultStore(store)
@@ -232,9 +315,10 @@ def board_show(
     if board not in boards:
         raise UserError(f"no board {board!r} in {store}; boards: {', '.join(boards) or 'none'}")
     table = Table(title=board)
-    for col in CONSOLE_HEADER:
+    rows = ranked_rows(rs.records(board))
+    for col in headers(rows, console=True):
         table.add_column(col, overflow="fold")
-    for r in ranked_rows(rs.records(board)):
+    for r in rows:
         table.add_row(r.setting, str(r.rank), r.method, r.value_text,
                       "" if r.n is None else str(r.n), r.details, r.manifest)
     out.print(table)

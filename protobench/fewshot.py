@@ -23,8 +23,10 @@ from protobench.episodic import (
 )
 from protobench.episodic.evaluate import check_features
 from protobench.episodic.sampler import check_spec
+from protobench.episodic.scored import evaluate_scored
 from protobench.errors import DataError, UserError
 from protobench.feature_cache import FeatureCache
+from protobench.geometry.geodesic import evaluate_geodesic
 from protobench.leaderboard.record import (
     Metric,
     ResultRecord,
@@ -61,6 +63,9 @@ class FewShotConfig:
     train_dataset: str | None = None
     train_options: dict[str, Any] = field(default_factory=dict)
     method_params: dict[str, Any] = field(default_factory=dict)
+    clip_model: str | None = None  # proto-clip methods: open_clip model name / tag
+    pretrained: str | None = None
+    metric_options: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     save_checkpoint: str | None = None
     save_episodes: str | None = None
@@ -85,10 +90,20 @@ def _method_params(cfg: FewShotConfig, shots: int) -> dict[str, Any]:
         value = getattr(cfg, key)
         if value is not None and (key in accepted or key in ("metric", "backbone")):
             params[key] = value  # training options are ignored by training-free methods
+    for key in ("clip_model", "pretrained"):  # vision-language encoders (proto-clip)
+        value = getattr(cfg, key)
+        if value is not None:
+            if key not in accepted:
+                raise UserError(f"--{key.replace('_', '-')} applies to methods with a CLIP "
+                                f"encoder (proto-clip, proto-clip-f), not {cfg.method}")
+            params[key] = value
     if "train_shots" in accepted:
         params["train_shots"] = cfg.train_shots or shots
     if "seed" in accepted:
         params.setdefault("seed", cfg.seed)
+    if cfg.metric_options:  # --metric-option: merged into the method's metric_options
+        params["metric_options"] = {**(params.get("metric_options") or {}),
+                                    **cfg.metric_options}
     return params
 
 
@@ -136,7 +151,7 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
     for group in groups:
         with Stopwatch() as sw:
             if cfg.checkpoint:
-                method = load_method(cfg.checkpoint)
+                method = load_method(cfg.checkpoint, **_metric_overrides(cfg))
                 method.feature_cache = cache
                 fit_stats: dict[str, Any] = {"checkpoint": cfg.checkpoint}
             else:
@@ -153,20 +168,38 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
             elif cache.hits > before[0]:
                 fit_stats["test_features"] = "cached"
             check_features(feats)
+            head = getattr(method, "geodesic", None)
+            if head is not None and head.needs_train_pool and head.pool is None:
+                train = train if train is not None else _load_train(cfg, entry)
+                if train is None:
+                    raise UserError("geo_pool with pool=train needs a meta-train split; pass "
+                                    "--train-dataset or --metric-option pool=test")
+                head.set_pool(method.transform(method.cached_features(train, device)))
+                fit_stats["geodesic_pool"] = f"{train.name}:{train.split}"
         for shots in group:
             episodes = episode_lists[shots]
+            extra: dict[str, Any] = {}  # per-setting choices of self-scoring methods
             with Stopwatch() as ev:
-                result = evaluate_episodes(feats, episodes, metric=method.metric,
-                                           device=device)
+                if head is not None:
+                    result = evaluate_geodesic(head, feats, episodes, device=device)
+                elif callable(getattr(method, "score_episodes", None)):  # e.g. proto-clip
+                    extra["selected"] = method.prepare_episodes(
+                        test, episodes.ways, episodes.shots, episodes.queries, device)
+                    result = evaluate_scored(feats, episodes, method, method.episode_chunk,
+                                             device, cfg.progress)
+                else:
+                    result = evaluate_episodes(feats, episodes, metric=method.metric,
+                                               device=device)
             setting = {"ways": episodes.ways, "shots": episodes.shots,
                        "queries": episodes.queries, "episodes": episodes.episodes}
             record = ResultRecord(
-                task="fewshot", dataset=cfg.dataset, split=split, method=cfg.method,
+                task=head.task if head is not None else "fewshot", dataset=cfg.dataset,
+                split=split, method=cfg.method,
                 setting=setting,
                 config={**method.get_params(), "fit": fit_stats,
                         "dataset_options": cfg.dataset_options,
                         "train_dataset": cfg.train_dataset or "",
-                        "train_options": cfg.train_options},
+                        "train_options": cfg.train_options, **extra},
                 metrics={"accuracy": Metric(result.mean, result.ci95, result.n)},
                 seed=cfg.seed, manifest_hash=episodes.hash, versions=versions,
                 git_revision=revision, device=device_name(device),
@@ -215,6 +248,16 @@ def _load_train(cfg: FewShotConfig, entry: Any) -> LabeledData | None:
         return load_dataset(cfg.dataset, "train", cfg.data_root,
                             **{**cfg.dataset_options, **cfg.train_options})
     return None
+
+
+def _metric_overrides(cfg: FewShotConfig) -> dict[str, Any]:
+    """--metric / --metric-option applied to a loaded checkpoint (evaluation-time choices)."""
+    out: dict[str, Any] = {}
+    if cfg.metric is not None:
+        out["metric"] = cfg.metric
+    if cfg.metric_options:
+        out["metric_options"] = cfg.metric_options
+    return out
 
 
 def _checkpoint_path(path: str, group: tuple[int, ...], several: bool) -> Path:

@@ -69,6 +69,8 @@ class ContinualConfig:
     store: str | None = str(DEFAULT_STORE)
     progress: bool = True
     plot: bool = True
+    ood_score: str | None = None
+    ood_score_params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,10 @@ def run_continual(cfg: ContinualConfig,
                   ) -> ContinualOutcome:
     """Run the job described by ``cfg`` (see the module docstring)."""
     _build(cfg, None)  # names and parameters, before any data is read
+    if cfg.ood_score is not None:
+        from protobench.ood.scores import build_score
+
+        build_score(cfg.ood_score, **cfg.ood_score_params)  # name and parameters
     if cfg.class_order not in CLASS_ORDERS:
         raise SpecError(f"unknown class order {cfg.class_order!r}; use --class-order "
                         f"{'|'.join(CLASS_ORDERS)}")
@@ -137,9 +143,18 @@ def run_continual(cfg: ContinualConfig,
                         f"{previous['experiences']} experiences); pass --resume to continue "
                         "it, or --run-dir for a new run")
     identity = {"dataset_options": cfg.dataset_options, "test_fraction": cfg.test_fraction}
+    open_world = None
+    if cfg.ood_score is not None:
+        from protobench.ood.open_world import open_world_metrics
+
+        identity["ood_score"] = [cfg.ood_score, cfg.ood_score_params]
+
+        def open_world(m: ContinualMethod, t: int) -> dict[str, Any] | None:
+            return open_world_metrics(m, stream, t, device, str(cfg.ood_score),
+                                      cfg.ood_score_params)
     result = run_stream(method, stream, device, seed=cfg.seed, run_dir=run_dir,
                         resume=cfg.resume, progress=cfg.progress, identity=identity,
-                        on_experience_end=on_experience_end)
+                        on_experience_end=on_experience_end, open_world=open_world)
     record = _record(cfg, stream, method, result, device)
     (run_dir / "result.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
     plot = save_plot(result, run_dir / "accuracy.png",
@@ -165,12 +180,23 @@ def _record(cfg: ContinualConfig, stream: ClassIncrementalStream, method: Contin
     fit = {"experiences": list(result.fit_stats), "accuracy_matrix": _matrix(result.accuracy),
            "til_accuracy_matrix": _matrix(result.til_accuracy),
            "test_counts": list(result.test_counts), "resumed_from": result.resumed_from}
+    metrics = {k: Metric(v, None, len(stream)) for k, v in result.metrics.items()}
+    config: dict[str, Any] = {}
+    if "open_world" in result.extra:
+        from protobench.ood.metrics import METRIC_NAMES
+
+        rows = [r for r in result.extra["open_world"] if r is not None]
+        config["open_world"] = {"score": cfg.ood_score, "score_params": cfg.ood_score_params,
+                                "per_experience": rows}
+        for m in METRIC_NAMES if rows else ():
+            metrics[f"open_world_{m}"] = Metric(sum(r[m] for r in rows) / len(rows), None,
+                                                len(rows))
     return ResultRecord(
         task="continual", dataset=cfg.dataset, split=stream.test.split, method=cfg.method,
         setting=setting,
         config={**method.get_params(), "dataset_options": cfg.dataset_options,
-                "stream": stream_info, "fit": fit},
-        metrics={k: Metric(v, None, len(stream)) for k, v in result.metrics.items()},
+                "stream": stream_info, "fit": fit, **config},
+        metrics=metrics,
         seed=cfg.seed, manifest_hash=stream.hash, versions=package_versions(),
         git_revision=git_revision(), device=device_name(device),
         wall_time_s=result.wall_time_s, timestamp=now_utc(), primary_metric=PRIMARY_METRIC)
@@ -237,4 +263,19 @@ def metrics_table(outcome: ContinualOutcome) -> Any:
     table.add_column("value", justify="right")
     for k, v in outcome.result.metrics.items():
         table.add_row(k.replace("_", " "), f"{100 * v:.2f}")
+    return table
+
+
+def open_world_table(outcome: ContinualOutcome) -> Any:
+    """Per experience: OOD metrics of the unseen classes' test data vs the seen ones' (%)."""
+    from rich.table import Table
+
+    cfg = outcome.record.config.get("open_world") or {}
+    table = Table(title=f"open world: score {cfg.get('score')}, unseen classes as OOD (%)")
+    for col in ("after", "n ID", "n OOD", "AUROC", "FPR95 ID+", "FPR95 OOD+"):
+        table.add_column(col, justify="right")
+    for r in cfg.get("per_experience", []):
+        table.add_row(f"exp {r['after']}", str(r["n_id"]), str(r["n_ood"]),
+                      f"{100 * r['auroc']:.2f}", f"{100 * r['fpr95_id_positive']:.2f}",
+                      f"{100 * r['fpr95_ood_positive']:.2f}")
     return table

@@ -126,18 +126,22 @@ def run_stream(method: ContinualMethod, stream: ClassIncrementalStream, device: 
                progress: bool = True, eval_batch_size: int = 512,
                identity: dict[str, Any] | None = None,
                on_experience_end: Callable[[int, torch.Tensor], None] | None = None,
+               open_world: Callable[[ContinualMethod, int], dict[str, Any] | None] | None = None,
                ) -> ContinualResult:
     """Train ``method`` on every experience of ``stream`` and evaluate (see module doc).
 
     ``identity``: what must match for a resume (the method's name and parameters, the
     stream hash and the seed are always included). ``on_experience_end(t, A)`` is called
     after the checkpoint of experience ``t`` with the class-incremental matrix so far.
+    ``open_world(method, t)`` (optional) runs after the evaluation of experience ``t``; its
+    results (e.g. OOD metrics of unseen classes) go to ``result.extra["open_world"]``.
     """
     n = len(stream)
     ident = {"method": method.name, "params": method.get_params(), "stream": stream.hash,
              "seed": int(seed), **(identity or {})}
     cil, til = AccuracyMatrix(n), AccuracyMatrix(n)
     fit_stats: list[dict[str, Any]] = []
+    open_rows: list[dict[str, Any] | None] = []
     start_t, elapsed = 0, 0.0
     folder = Path(run_dir) if run_dir is not None else None
     if resume:
@@ -150,6 +154,7 @@ def run_stream(method: ContinualMethod, stream: ClassIncrementalStream, device: 
         method.load_state_dict(blob["method_state"])
         cil, til = AccuracyMatrix.from_state(blob["cil"]), AccuracyMatrix.from_state(blob["til"])
         fit_stats = list(blob["fit_stats"])
+        open_rows = list(blob.get("open_world", []))
         start_t, elapsed = int(blob["completed"]), float(blob["wall_time_s"])
         _set_rng_state(blob["rng"])
     for t in range(start_t, n):
@@ -160,6 +165,8 @@ def run_stream(method: ContinualMethod, stream: ClassIncrementalStream, device: 
         x, y = stream.inputs(stream.train, exp.train_indices)
         stats = method.train_experience(x, y, info, device, progress=progress)
         evaluate_seen(method, stream, t, device, cil, til, eval_batch_size)
+        if open_world is not None:
+            open_rows.append(open_world(method, t))
         fit_stats.append(dict(stats))
         elapsed += time.perf_counter() - t0
         if folder is not None:
@@ -167,10 +174,11 @@ def run_stream(method: ContinualMethod, stream: ClassIncrementalStream, device: 
                 "format": CHECKPOINT_FORMAT, "identity": ident, "completed": t + 1,
                 "experiences": n, "method_state": method.state_dict(),
                 "cil": cil.state_dict(), "til": til.state_dict(), "fit_stats": fit_stats,
-                "rng": _rng_state(), "wall_time_s": elapsed})
+                "rng": _rng_state(), "wall_time_s": elapsed, "open_world": open_rows})
         if on_experience_end is not None:
             on_experience_end(t, cil.compute())
     acc, til_acc = cil.compute(), til.compute()
     counts = tuple(len(e.test_indices) for e in stream)
     return ContinualResult(acc, til_acc, counts, summarize(acc, til_acc, counts),
-                           tuple(fit_stats), stream.hash, elapsed, start_t)
+                           tuple(fit_stats), stream.hash, elapsed, start_t,
+                           {"open_world": open_rows} if open_world is not None else {})

@@ -8,6 +8,7 @@ from protobench.datasets import (
     imagenet_folders,  # noqa: F401  (registers)
     mini_imagenet,  # noqa: F401  (registers)
     omniglot,  # noqa: F401  (registers)
+    ood_sets,  # noqa: F401  (registers)
     torchvision_sets,  # noqa: F401  (registers)
 )
 from protobench.datasets.base import (

@@ -44,10 +44,13 @@ class LabeledData:
     split: str
     checksum: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    display_names: tuple[str, ...] = ()  # human-readable names when class_names are ids
 
     def __post_init__(self) -> None:
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
             raise ValueError("labels must be a 1-D int64 tensor")
+        if self.display_names and len(self.display_names) != len(self.class_names):
+            raise ValueError("display_names must give one name per class")
         if len(self.x) != len(self.labels):
             raise ValueError(f"{len(self.x)} samples but {len(self.labels)} labels")
         if not self.checksum:
@@ -64,6 +67,12 @@ class LabeledData:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def readable_names(self) -> tuple[str, ...]:
+        """Human-readable class names (e.g. for text prompts): ``display_names`` when the
+        loader gives them, else ``class_names``; underscores become spaces."""
+        return tuple(n.replace("_", " ") for n in (self.display_names or self.class_names))
 
     @property
     def is_features(self) -> bool:
@@ -102,6 +111,8 @@ class LabeledData:
             x=x,
             labels=remap[self.labels[keep]],
             class_names=tuple(self.class_names[c] for c in classes_t.tolist()),
+            display_names=tuple(self.display_names[c] for c in classes_t.tolist())
+            if self.display_names else (),
             split=split or self.split,
             checksum="",
             meta={**self.meta, "parent_classes": classes_t.tolist()},

@@ -11,18 +11,21 @@
 Images are decoded on access and resized to 84x84 RGB float32 in ``[0, 1]``
 (PIL LANCZOS, as Ravi's preprocessing; files already 84x84 are not
 resampled): 38,400 training images would take 3.2 GB as float. Class names
-are the ImageNet WordNet ids. There is no public download (ImageNet's licence
-requires a login), so a missing dataset is an error that says where to put
-the files.
+are the ImageNet WordNet ids; readable names (``readable_names``, used by text
+prompts) come from ImageNet's ``words.txt`` (``wnid<TAB>names``) when it is in the
+root. There is no public download (ImageNet's licence requires a login), so a
+missing dataset is an error that says where to put the files.
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 from protobench.datasets.base import LabeledData, default_data_root, register_dataset
 from protobench.datasets.folder import class_folders, lazy_images
+from protobench.datasets.imagenet_folders import _display_names
 from protobench.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -73,5 +76,10 @@ def load_mini_imagenet(split: str, root: Path | None = None, download: bool = Tr
     if not classes:
         raise DataError(f"no {split} images found in {root} ({layout} layout); "
                         f"check {root / split} or {root / (split + '.csv')}")
-    return lazy_images(classes, root, "mini-imagenet", split, int(image_size), 3,
+    data = lazy_images(classes, root, "mini-imagenet", split, int(image_size), 3,
                        {"layout": layout, "wnid": list(classes)})
+    # readable names (text prompts) from ImageNet's words.txt when it sits in the root
+    if (root / "words.txt").is_file():
+        data = replace(data, display_names=tuple(_display_names(list(classes),
+                                                                root / "words.txt")))
+    return data

@@ -197,10 +197,19 @@ def load_omniglot(split: str, root: Path | None = None, download: bool = True, *
     classes = [(c, ROTATIONS[r]) for c in sel for r in rot_idx]
     names = [f"{alphabets[c]}/{blob['characters'][c]}" + (f"/rot{r:03d}" if r else "")
              for c, r in classes]
+    readable = [character_name(alphabets[c], blob["characters"][c])
+                + (f" rotated {r} degrees" if r else "") for c, r in classes]
     meta = {"alphabet": [alphabets[c] for c, _ in classes], "rotation": [r for _, r in classes],
             "sources": list(used), "alphabets": sorted(split_alpha)}
     return LabeledData(x=x.contiguous(), labels=labels[order], class_names=tuple(names),
-                       name="omniglot", split=split, meta=meta)
+                       name="omniglot", split=split, meta=meta, display_names=tuple(readable))
+
+
+def character_name(alphabet: str, character: str) -> str:
+    """Human-readable name: ``Latin``, ``character03`` -> ``Latin character 3``."""
+    digits = "".join(ch for ch in character if ch.isdigit())
+    number = str(int(digits)) if digits else character
+    return f"{alphabet.replace('_', ' ')} character {number}"
 
 
 def _runs_tree(root: Path, download_ok: bool) -> FileTree:
@@ -283,7 +292,7 @@ def load_omniglot_runs(split: str, root: Path | None = None, download: bool = Tr
     """400 classes (run r, training class z) x 2 samples: ``2k`` support, ``2k+1`` query."""
     root = Path(root) if root is not None else default_data_root() / "omniglot"
     size = int(image_size)
-    images, names, alpha, test_item = [], [], [], []
+    images, names, readable, alpha, test_item = [], [], [], [], []
     with _runs_tree(root, download) as tree:
         for run in range(1, 21):
             train, test, answer = _read_run_images(tree, run)
@@ -291,9 +300,12 @@ def load_omniglot_runs(split: str, root: Path | None = None, download: bool = Tr
             for z in range(20):
                 images += [process_image(train[z], 0, size), process_image(test[item_of[z]], 0, size)]
                 names.append(f"run{run:02d}/class{z + 1:02d}")
+                readable.append(f"{RUN_ALPHABETS[(run - 1) // 2].replace('_', ' ')} character"
+                                f" (run {run}, class {z + 1})")
                 alpha.append(RUN_ALPHABETS[(run - 1) // 2])
                 test_item.append(f"run{run:02d}/test/item{item_of[z] + 1:02d}.png")
     x = torch.from_numpy(np.stack(images)).to(torch.float32).unsqueeze(1)
     labels = torch.arange(400).repeat_interleave(2)
     return LabeledData(x=x, labels=labels, class_names=tuple(names), name="omniglot-runs",
-                       split="test", meta={"alphabet": alpha, "test_item": test_item})
+                       split="test", meta={"alphabet": alpha, "test_item": test_item},
+                       display_names=tuple(readable))

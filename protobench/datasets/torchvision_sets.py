@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,26 @@ def _mnist_file(raw: Path, stem: str) -> Path | None:
     return None
 
 
+def read_mnist_format(name: str, root: Path, split: str,
+                      download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(images [n, H, W], labels [n])`` of torchvision's ``name`` (``MNIST``,
+    ``FashionMNIST``) under ``root/name/raw``, downloaded through torchvision when absent."""
+    raw = root / name / "raw"
+    prefix = "train" if split == "train" else "t10k"
+    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
+    if any(_mnist_file(raw, s) is None for s in stems):
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, name)
+        _fetch(name, root, f"{name}/raw/{stems[0]}", download,
+               lambda: cls(str(root), train=split == "train", download=True))
+    images, labels = (read_idx(_mnist_file(raw, s)) for s in stems)  # type: ignore[arg-type]
+    if len(images) != len(labels):
+        raise DataError(f"{name} {split} in {raw} has {len(images)} images but {len(labels)} "
+                        "labels; delete the folder and download again")
+    return images, labels
+
+
 @register_dataset(
     "mnist",
     splits=SPLITS,
@@ -80,19 +101,9 @@ def _mnist_file(raw: Path, stem: str) -> Path | None:
 )
 def load_mnist(split: str, root: Path | None = None, download: bool = True) -> LabeledData:
     root = Path(root) if root is not None else default_data_root() / "mnist"
-    raw = root / "MNIST" / "raw"
-    prefix = "train" if split == "train" else "t10k"
-    stems = (f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte")
-    if any(_mnist_file(raw, s) is None for s in stems):
-        from torchvision.datasets import MNIST
-
-        _fetch("MNIST", root, f"MNIST/raw/{stems[0]}", download,
-               lambda: MNIST(str(root), train=split == "train", download=True))
-    images, labels = (read_idx(_mnist_file(raw, s)) for s in stems)  # type: ignore[arg-type]
-    if len(images) != len(labels):
-        raise DataError(f"MNIST {split} in {raw} has {len(images)} images but {len(labels)} "
-                        "labels; delete the folder and download again")
-    return _as_data(images[:, None], labels, MNIST_CLASSES, "mnist", split)
+    images, labels = read_mnist_format("MNIST", root, split, download)
+    data = _as_data(images[:, None], labels, MNIST_CLASSES, "mnist", split)
+    return replace(data, display_names=tuple(f"digit {c}" for c in MNIST_CLASSES))
 
 
 def _unpickle(path: Path) -> dict:

@@ -87,3 +87,12 @@ def cosine(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     qn = F.normalize(q, dim=-1, eps=1e-8)
     pn = F.normalize(p, dim=-1, eps=1e-8)
     return 1.0 - qn @ pn.transpose(-1, -2)
+
+
+@register_metric("geodesic", ranker=_rank_sq)
+def geodesic(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Squared diffusion distance between DIFFUSION COORDINATES (GeoProto-style): the
+    inputs are ``nystrom(x, map, m)`` rows (:mod:`protobench.geometry.diffusion`), on which
+    the diffusion distance is the squared euclidean one. Methods with ``metric="geodesic"``
+    embed their features first (:class:`protobench.geometry.geodesic.GeodesicHead`)."""
+    return sqeuclidean(q, p)

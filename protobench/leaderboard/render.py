@@ -55,6 +55,10 @@ def _details(r: ResultRecord) -> str:
     """Short config summary: ``conv4 sqeuclidean, 200 steps 5w1s``."""
     c = r.config
     text = " ".join(str(c[k]) for k in ("backbone", "metric") if k in c)
+    if "clip_model" in c:  # proto-clip: encoder/weights and the (alpha, beta) used
+        sel = c.get("selected") or {}
+        text += (f"{Path(str(c['clip_model'])).stem}/{c.get('pretrained')} "
+                 f"alpha={sel.get('alpha', c.get('alpha'))} beta={sel.get('beta', c.get('beta'))}")
     fit = c.get("fit") or {}
     if fit.get("train_steps"):
         ways = fit.get("train_ways_used", c.get("train_ways"))
@@ -93,6 +97,22 @@ HEADER = ("setting", "rank", "method", "accuracy % (95% CI)", "n", "config", "se
 CONSOLE_HEADER = ("setting", "#", "method", "acc % ± CI95", "n", "config", "episodes")
 
 
+def value_name(rows: list[Row]) -> str:
+    """The ranked metric of ``rows``: ``accuracy`` on few-shot and continual boards,
+    ``auroc`` on OOD boards; ``value`` when a board mixes several."""
+    names = {r.record.primary_metric for r in rows}
+    return names.pop() if len(names) == 1 else "value"
+
+
+def headers(rows: list[Row], console: bool = False) -> tuple[str, ...]:
+    """:data:`HEADER` (or :data:`CONSOLE_HEADER`) naming the metric the rows rank by."""
+    name = value_name(rows) if rows else "accuracy"
+    if console:
+        short = "acc" if name == "accuracy" else name
+        return tuple(f"{short} % ± CI95" if h == CONSOLE_HEADER[3] else h for h in CONSOLE_HEADER)
+    return tuple(f"{name} % (95% CI)" if h == HEADER[3] else h for h in HEADER)
+
+
 def _cells(row: Row) -> list[str]:
     return [row.setting, str(row.rank), row.method, row.value_text,
             "" if row.n is None else str(row.n), row.details, str(row.seed), row.manifest,
@@ -100,8 +120,9 @@ def _cells(row: Row) -> list[str]:
 
 
 def to_markdown(board: str, rows: list[Row]) -> str:
-    lines = [f"## {board}", "", "| " + " | ".join(HEADER) + " |",
-             "|" + "---|" * len(HEADER)]
+    header = headers(rows)
+    lines = [f"## {board}", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 

@@ -5,7 +5,9 @@ from protobench.methods import (  # noqa: F401  (registers)
     joint,
     napa_vq,
     ncm,
+    palm,
     prd,
+    proto_clip,
     protonet,
 )
 from protobench.methods.base import (

@@ -83,6 +83,18 @@ class ContinualMethod(Method, ABC):
     def predict(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Scores ``[B, num_seen]`` (CPU, float) of a batch ``x`` ``[B, ...]``; eval mode."""
 
+    @torch.no_grad()
+    def features(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Penultimate features ``[B, D]`` (CPU, float) of a batch ``x`` ``[B, ...]``: the
+        output of the method's ``encoder`` in eval mode (what open-world OOD scores use).
+        A method without an ``encoder`` attribute overrides this."""
+        encoder = getattr(self, "encoder", None)
+        if not isinstance(encoder, torch.nn.Module):
+            raise RuntimeError(f"{self.name} has no encoder yet (train an experience first) "
+                               "or must override features()")
+        encoder.to(device).eval()
+        return encoder(x.to(device)).float().cpu()
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the stream after a checkpoint."""

@@ -14,8 +14,9 @@ softmin weights ``omega``), each call refreshing the graph around the samples' b
 matching units; ``A``: pseudo-features on the segment from an old class's rotation-0 mean
 towards a uniformly drawn graph neighbour's mean. Old CVs get a zero gradient (plain SGD:
 bit-exactly frozen). Prediction: nearest rotation-0 CV in cosine geometry
-(:class:`~protobench.geometry.PrototypeIndex`). State: encoder, codebook, graph, the
-per-label class means ``mu``; nothing per sample.
+(:class:`~protobench.geometry.PrototypeIndex`); with ``metric="geodesic"``, per-class
+diffusion maps instead (:mod:`protobench.geometry.geodesic_continual`). State: encoder,
+codebook, graph, the per-label class means ``mu``; nothing per sample.
 
 Departures from the reference code (all behaviour-neutral or bug fixes):
 
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protobench.geometry.geodesic_continual import continual_geodesic
 from protobench.geometry.index import PrototypeIndex
 from protobench.methods.base import register_method
 from protobench.methods.continual_base import (
@@ -148,6 +150,7 @@ def augment_prototypes(means: torch.Tensor, edges: torch.Tensor, num_old: int, n
 class NapaVQ(ContinualMethod):
     """NAPA-VQ (ICCV 2023): rotation labels, CV codebook + graph, NA-PA, feature KD."""
 
+    metrics = ("cosine", "geodesic")
     summary = "neighbourhood-aware prototype augmentation + vector quantisation (exemplar-free)"
 
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 64,
@@ -157,7 +160,8 @@ class NapaVQ(ContinualMethod):
                  lr_gamma: float = 0.1, temperature: float = 0.1, protoaug_weight: float = 10.0,
                  kd_weight: float = 10.0, neighbours: int = 15, edge_decay: float = 0.9,
                  edge_min: float = 0.9 ** 10, beta: float = 1e-3, rotations: int = 4,
-                 index_backend: str = "auto", seed: int = 0) -> None:
+                 index_backend: str = "auto", seed: int = 0, metric: str = "cosine",
+                 metric_options: dict[str, Any] | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
@@ -179,6 +183,9 @@ class NapaVQ(ContinualMethod):
         self.rotations = rotations
         self.index_backend = index_backend
         self.seed = seed
+        self.metric = metric
+        self.metric_options = metric_options
+        self.geodesic = continual_geodesic(metric, metric_options)
         self.encoder: nn.Module | None = None
         self.codebook = torch.empty(0)  # W [R*C, D]
         self.edges = torch.empty(0, 0)  # E [R*C, R*C]
@@ -298,6 +305,8 @@ class NapaVQ(ContinualMethod):
                          "acc": correct.item() / max(rows, 1)}
         self.codebook, self.edges = codebook.detach().cpu(), edges.cpu()
         self._class_means(x, y, info, device)  # final means of this phase's labels
+        if self.geodesic is not None:  # inference state of metric="geodesic"
+            self.geodesic.update(self.encoder, x, y, info.classes, device)
         return {"epochs": self.epochs, "steps": steps, "train_samples": len(y),
                 "rotations": self.rot, "codebook_size": len(self.codebook),
                 "graph_edges": int((self.edges > 0).sum()) - len(self.edges),
@@ -316,6 +325,8 @@ class NapaVQ(ContinualMethod):
             raise RuntimeError(f"{self.name} predicts only after train_experience")
         self.encoder.to(device).eval()
         z = self.encoder(x.to(device)).float()
+        if self.geodesic is not None:
+            return self.geodesic.scores(z, self.class_vectors()).cpu()
         vectors = self.class_vectors().to(z.device)
         index = PrototypeIndex(vectors, metric="cosine", backend=self.index_backend)
         dist, ids = index.search(z, k=len(vectors))
@@ -328,7 +339,8 @@ class NapaVQ(ContinualMethod):
             return {}
         return {"in_shape": self.in_shape, "backbone": self.backbone_name, "rotations": self.rot,
                 "encoder": self.encoder.state_dict(), "codebook": self.codebook.clone(),
-                "edges": self.edges.clone(), "means": self.means.clone()}
+                "edges": self.edges.clone(), "means": self.means.clone(),
+                **({"geodesic": self.geodesic.state_dict()} if self.geodesic else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -339,3 +351,5 @@ class NapaVQ(ContinualMethod):
         self.codebook = state["codebook"].clone()
         self.edges = state["edges"].clone()
         self.means = state["means"].clone()
+        if self.geodesic is not None:
+            self.geodesic.load_state_dict(state.get("geodesic", {}))

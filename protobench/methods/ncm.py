@@ -4,7 +4,9 @@ Features are centred by the mean feature of the meta-train split (when one is gi
 and L2-normalised; a query takes the class of the nearest support mean in euclidean
 distance. No training: the backbone is ``identity`` (raw inputs / feature files) or
 any backbone loaded from a checkpoint (``checkpoint=`` a file written by
-``--save-checkpoint`` of another method, e.g. a trained ProtoNet).
+``--save-checkpoint`` of another method, e.g. a trained ProtoNet). ``metric="geodesic"``
+compares class means in diffusion coordinates of the centred, normalised features
+(:mod:`protobench.geometry.geodesic`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from protobench.backbones import build_backbone, extract_features
 from protobench.datasets.base import LabeledData
 from protobench.errors import UserError
 from protobench.feature_cache import weights_hash
+from protobench.geometry.geodesic import check_metric_options
 from protobench.methods.base import FewShotMethod, register_method
 from protobench.utils import sha256_json
 
@@ -26,16 +29,19 @@ from protobench.utils import sha256_json
 class NCM(FewShotMethod):
     """Centre by the base-class mean, L2-normalise, nearest class mean."""
 
-    metrics = ("sqeuclidean", "euclidean", "cosine")
+    metrics = ("sqeuclidean", "euclidean", "cosine", "geodesic")
     summary = "nearest class mean, centring + L2 normalisation (SimpleShot CL2N), no training"
 
     def __init__(self, backbone: str = "identity", metric: str = "sqeuclidean",
-                 centre: bool = True, normalise: bool = True, checkpoint: str = "") -> None:
+                 centre: bool = True, normalise: bool = True, checkpoint: str = "",
+                 metric_options: dict[str, Any] | None = None) -> None:
         self.backbone = backbone
         self.metric = metric
         self.centre = centre
         self.normalise = normalise
         self.checkpoint = checkpoint
+        self.metric_options = metric_options
+        self.geodesic = check_metric_options(metric, metric_options)
         self.encoder: torch.nn.Module | None = None
         self.mean: torch.Tensor | None = None
 

@@ -18,9 +18,10 @@ e.g. 0.1): per old prototype a softmax over the mini-batch samples of ``cos(p_k,
 ``sum_k KL(teacher || student)``. Gradients: L_SC -> f, g; L_p -> current prototypes;
 L_d -> f and the old prototypes (they keep moving); the teacher gets none. Prediction:
 nearest prototype in cosine geometry (:class:`~protobench.geometry.PrototypeIndex`)
-over the classes seen so far. State: f, g, the prototypes, the class ranges of the
-experiences, and the encoder optimiser's momentum (one optimiser for the whole run, as
-the reference); nothing per sample.
+over the classes seen so far (with ``metric="geodesic"``, per-class diffusion maps:
+:mod:`protobench.geometry.geodesic_continual`). State: f, g, the prototypes, the class
+ranges of the experiences, and the encoder optimiser's momentum (one optimiser for the
+whole run, as the reference); nothing per sample.
 
 Departures from the reference code:
 
@@ -50,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protobench.errors import UserError
+from protobench.geometry.geodesic_continual import continual_geodesic
 from protobench.geometry.index import PrototypeIndex
 from protobench.methods.base import register_method
 from protobench.methods.continual_base import (
@@ -172,6 +174,7 @@ def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 class PRD(ContinualMethod):
     """PRD (ICML 2023): SupCon + prototypes in feature space + relation distillation."""
 
+    metrics = ("cosine", "geodesic")
     summary = "supervised contrast + prototype-sample relation distillation (replay-free)"
 
     def __init__(self, backbone: str = "auto", epochs: int = 100,
@@ -182,7 +185,8 @@ class PRD(ContinualMethod):
                  prototypes_coef: float = 2.0, distill_coef: float = 4.0,
                  distill_temp: float = 1.0, relation_axis: str = "classes",
                  relation_sim: str = "proj", projection_hidden: int = 512,
-                 projection_dim: int = 128, index_backend: str = "auto", seed: int = 0) -> None:
+                 projection_dim: int = 128, index_backend: str = "auto", seed: int = 0,
+                 metric: str = "cosine", metric_options: dict[str, Any] | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.warmup_epochs = warmup_epochs
@@ -204,6 +208,9 @@ class PRD(ContinualMethod):
         self.projection_dim = projection_dim
         self.index_backend = index_backend
         self.seed = seed
+        self.metric = metric
+        self.metric_options = metric_options
+        self.geodesic = continual_geodesic(metric, metric_options)
         self.encoder: nn.Module | None = None
         self.projector: nn.Module | None = None
         self.prototypes = torch.empty(0)  # P [C, D]
@@ -296,6 +303,8 @@ class PRD(ContinualMethod):
                 stats = dict(zip(("supcon", "proto", "distill"), (sums / len(y)).tolist()))
         self.prototypes = prototypes.detach().cpu()
         self.bounds = bounds + [info.num_seen]
+        if self.geodesic is not None:  # inference state of metric="geodesic"
+            self.geodesic.update(encoder, x, y, info.classes, device)
         return {"epochs": epochs, "steps": steps, "train_samples": len(y),
                 "seconds": round(time.perf_counter() - start, 2),
                 **{f"{k}_last_epoch": v for k, v in stats.items()}}
@@ -307,6 +316,8 @@ class PRD(ContinualMethod):
             raise RuntimeError(f"{self.name} predicts only after train_experience")
         self.encoder.to(device).eval()
         h = self.encoder(x.to(device)).float()
+        if self.geodesic is not None:
+            return self.geodesic.scores(h, self.prototypes).cpu()
         index = PrototypeIndex(self.prototypes.to(h.device), metric="cosine",
                                backend=self.index_backend)
         dist, ids = index.search(h, k=len(self.prototypes))
@@ -320,7 +331,8 @@ class PRD(ContinualMethod):
         return {"in_shape": self.in_shape, "backbone": self.backbone_name,
                 "encoder": self.encoder.state_dict(), "projector": self.projector.state_dict(),
                 "prototypes": self.prototypes.clone(), "bounds": list(self.bounds),
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.optimizer.state_dict(),
+                **({"geodesic": self.geodesic.state_dict()} if self.geodesic else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if not state:
@@ -333,6 +345,8 @@ class PRD(ContinualMethod):
         self.optimizer.load_state_dict(state["optimizer"])
         self.prototypes = state["prototypes"].clone()
         self.bounds = list(state["bounds"])
+        if self.geodesic is not None:
+            self.geodesic.load_state_dict(state.get("geodesic", {}))
 
 
 def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:

@@ -15,6 +15,11 @@ Option ``amp=True`` trains the encoder under bfloat16 autocast (about 1.7x faste
 CPUs with AVX-512 BF16); distances and loss stay float32 and evaluation features are
 always float32. Off by default, as the card trains in float32.
 
+``metric="geodesic"`` (GeoProto-style, :mod:`protobench.geometry.geodesic`, options in
+``metric_options``): episodes are scored in diffusion coordinates; in geo_pool mode the
+landmark map is refitted from the meta-train split every ``refresh`` episodes (detached) and
+the loss back-propagates through the Nyström extension into the encoder.
+
 Departures: no validation-based early stopping or trainval retraining (training length
 is ``--train-steps``); when the meta-train split has fewer classes than ``train_ways``
 the episodes use every class (e.g. 5 on ``digits``), recorded in the run statistics.
@@ -32,6 +37,7 @@ from protobench.backbones import build_backbone, extract_features
 from protobench.datasets.base import LabeledData
 from protobench.episodic.sampler import EpisodeSpec, episode_labels, sample_episodes
 from protobench.feature_cache import weights_hash
+from protobench.geometry.geodesic import GeodesicHead, check_metric_options, refresh_pool
 from protobench.geometry.metrics import get_metric
 from protobench.methods.base import FewShotMethod, register_method
 from protobench.progress import training_bar
@@ -55,20 +61,23 @@ def proto_logits(z_query: torch.Tensor, protos: torch.Tensor, metric: str = "sqe
 
 
 def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: int,
-                 metric: str = "sqeuclidean", temperature: float = 1.0, amp: bool = False
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 metric: str = "sqeuclidean", temperature: float = 1.0, amp: bool = False,
+                 head: GeodesicHead | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x [N, K+Q, ...]`` (class-major, supports first) -> (loss, accuracy).
 
     ``amp``: the encoder runs under bfloat16 autocast; prototypes, distances and the loss
-    stay in float32.
+    stay in float32. ``head``: geodesic logits (``metric="geodesic"``), differentiable
+    through the Nyström extension into the encoder.
     """
     per_class = x.shape[1]
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         z = encoder(x.flatten(0, 1))
     z = (z.float() if amp else z).view(ways, per_class, -1)
-    protos = prototypes(z[:, :shots])
     zq = z[:, shots:].flatten(0, 1)
-    logits = proto_logits(zq, protos, metric, temperature)
+    if head is not None:
+        logits = head.logits(z[:, :shots], zq).float() / temperature
+    else:
+        logits = proto_logits(zq, prototypes(z[:, :shots]), metric, temperature)
     y = episode_labels(ways, per_class - shots, x.device)
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
@@ -77,7 +86,7 @@ def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: in
 class ProtoNet(FewShotMethod):
     """Episodically trained encoder + nearest class mean under ``metric``."""
 
-    metrics = ("sqeuclidean", "euclidean", "cosine")
+    metrics = ("sqeuclidean", "euclidean", "cosine", "geodesic")
     trainable = True
     summary = "Prototypical Networks (Snell et al. 2017): Conv-4, episodic training"
 
@@ -85,7 +94,7 @@ class ProtoNet(FewShotMethod):
                  train_ways: int = 60, train_shots: int = 1, train_queries: int = 5,
                  train_steps: int = 1000, lr: float = 1e-3, weight_decay: float = 0.0,
                  lr_decay_every: int = 2000, temperature: float = 1.0, amp: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, metric_options: dict[str, Any] | None = None) -> None:
         self.backbone = backbone
         self.metric = metric
         self.train_ways = train_ways
@@ -98,6 +107,8 @@ class ProtoNet(FewShotMethod):
         self.temperature = temperature
         self.amp = amp
         self.seed = seed
+        self.metric_options = metric_options
+        self.geodesic = check_metric_options(metric, metric_options)
         self.encoder: torch.nn.Module | None = None
         self.in_shape: tuple[int, ...] | None = None
 
@@ -126,9 +137,11 @@ class ProtoNet(FewShotMethod):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(t, self.lr, self.lr_decay_every)
                 idx = episodes[t]
+                if self.geodesic is not None:
+                    refresh_pool(self.geodesic, encoder, train, t, ways, device)
                 x = train.get(idx.flatten()).to(device).view(*idx.shape, *self.in_shape)
                 loss, acc = episode_loss(encoder, x, ways, self.train_shots, self.metric,
-                                         self.temperature, self.amp)
+                                         self.temperature, self.amp, self.geodesic)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

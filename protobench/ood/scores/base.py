@@ -1,0 +1,100 @@
+"""The OOD score protocol and its registry.
+
+A score is fitted once on cached ID training features (and labels / logits when it needs
+them) and then maps features ``[n, D]`` (and logits ``[n, C]``) to ``[n]`` scores, higher =
+more in-distribution. Every per-class statistic (means, covariance inverses, indexes) is
+computed in ``fit``, never per batch. ``needs_logits`` scores (MSP, max-logit, energy)
+need a classifier head; ``needs_labels`` scores need ID training labels.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+
+from protobench.errors import UserError, unknown_name
+
+_SCORES: dict[str, type[OODScore]] = {}
+
+
+class OODScore(ABC):
+    """Base class; the constructor only stores its keyword arguments (``get_params``)."""
+
+    name: ClassVar[str] = ""
+    needs_logits: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    def get_params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+
+    def fit(self, train_features: torch.Tensor, train_labels: torch.Tensor | None = None,
+            train_logits: torch.Tensor | None = None) -> OODScore:
+        """Learn what the score needs from ID training data ``[n, D]`` / ``[n]`` / ``[n, C]``."""
+        return self
+
+    @abstractmethod
+    def score(self, features: torch.Tensor, logits: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """``[n]`` scores (CPU float) of ``features`` ``[n, D]`` / ``logits`` ``[n, C]``."""
+
+    def _logits(self, logits: torch.Tensor | None) -> torch.Tensor:
+        if logits is None:
+            raise UserError(f"score {self.name!r} needs logits (a classifier head); use a "
+                            "feature score (knn, mahalanobis, ssd, prototype, ...)")
+        return logits.float()
+
+
+def register_score(name: str) -> Callable[[type[OODScore]], type[OODScore]]:
+    def deco(cls: type[OODScore]) -> type[OODScore]:
+        if name in _SCORES:
+            raise ValueError(f"score {name!r} is already registered")
+        cls.name = name
+        _SCORES[name] = cls
+        return cls
+
+    return deco
+
+
+def list_scores() -> list[type[OODScore]]:
+    return [_SCORES[k] for k in sorted(_SCORES)]
+
+
+def get_score_class(name: str) -> type[OODScore]:
+    if name not in _SCORES:
+        raise unknown_name("score", name, list(_SCORES))
+    return _SCORES[name]
+
+
+def score_parameters(name: str) -> set[str]:
+    return set(inspect.signature(get_score_class(name).__init__).parameters) - {"self"}
+
+
+def build_score(name: str, **params: Any) -> OODScore:
+    """Instantiate a registered score; unknown parameters are errors."""
+    cls = get_score_class(name)
+    unknown = sorted(set(params) - score_parameters(name))
+    if unknown:
+        raise UserError(f"score {name!r} has no parameter(s) {', '.join(unknown)}; it takes: "
+                        f"{', '.join(sorted(score_parameters(name))) or 'none'}")
+    return cls(**params)
+
+
+def l2_normalise(x: torch.Tensor) -> torch.Tensor:
+    """Rows divided by ``||x|| + 1e-10`` (float64), as PALM's and KNN's normalisers."""
+    x = x.double()
+    return x / (x.norm(dim=1, keepdim=True) + 1e-10)
+
+
+def check_features(x: torch.Tensor, what: str) -> torch.Tensor:
+    if x.dim() != 2 or len(x) == 0:
+        raise UserError(f"{what} must be a non-empty [n, D] tensor, got {list(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise UserError(f"{what} contain NaN or inf; the model diverged or the inputs are "
+                        "broken (lower the learning rate or check the data)")
+    return x

@@ -1,0 +1,36 @@
+"""The cross-entropy OOD baseline: trains, round-trips, and logits match the head."""
+
+import pytest
+import torch
+
+from protobench.datasets import load_dataset
+from protobench.methods import build_method
+from protobench.ood.ce import standard_view
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ce_trains_and_round_trips():
+    data = load_dataset("digits", "train", image_size=8)
+    method = build_method("ce", task="ood", epochs=3, seed=1)
+    stats = method.fit(data, torch.device("cpu"), progress=False)
+    assert stats["loss_curve"][-1] < stats["loss_curve"][0]
+    assert stats["config"]["backbone"] == "mlp" and stats["config"]["augment"] == "none"
+    x = data.get(torch.arange(50))
+    logits = method.logits(x, torch.device("cpu"))
+    assert (logits.argmax(1) == data.labels[:50]).float().mean() > 0.8
+    h = method.features(x, torch.device("cpu"))
+    assert h.shape == (50, 64)
+    assert torch.allclose(method.logits_from_features(h), logits)
+    clone = build_method("ce", **method.get_params())
+    clone.load_state_dict(method.state_dict())
+    assert torch.allclose(clone.logits(x, torch.device("cpu")), logits)
+
+
+def test_standard_view_is_a_shifted_crop():
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
+    v = standard_view(x, torch.Generator().manual_seed(0), pad=2)
+    assert v.shape == x.shape
+    for b in range(2):  # every output is a (possibly flipped) window of the padded image
+        padded = torch.nn.functional.pad(x[b], (2, 2, 2, 2))
+        wins = [padded[:, i:i + 6, j:j + 6] for i in range(5) for j in range(5)]
+        assert any(torch.equal(v[b], w) or torch.equal(v[b], w.flip(-1)) for w in wins)

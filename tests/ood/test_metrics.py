@@ -1,0 +1,122 @@
+"""OOD metrics vs the protocol card's worked vectors, scikit-learn and pytorch-ood."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score
+
+from protobench.errors import UserError
+from protobench.ood.metrics import (
+    RULES,
+    OODMetricState,
+    aupr,
+    auroc,
+    fpr_at_tpr,
+    ood_metrics,
+    roc_curve,
+)
+
+A = ([3, 3, 2, 1], [2, 0, 0, -1])
+B = (list(range(1, 21)), [2, 0.5, 0.5, 0.5])
+
+
+def test_worked_vector_a():
+    m = ood_metrics(*A)
+    assert m["auroc"] == pytest.approx(14.5 / 16, abs=1e-9)
+    assert m["fpr95_id_positive"] == pytest.approx(0.25, abs=1e-9)
+    assert m["fpr95_ood_positive"] == pytest.approx(0.5, abs=1e-9)
+    assert m["aupr_in"] == pytest.approx(0.9125, abs=1e-9)
+    assert m["aupr_out"] == pytest.approx(0.92708333333, abs=1e-9)
+    assert aupr(*A, "id", kind="ap") == pytest.approx(0.8875, abs=1e-9)
+    assert aupr(*A, "ood", kind="ap") == pytest.approx(0.91666666667, abs=1e-9)
+    for rule in ("roc_first", "percentile", "order_stat"):
+        assert fpr_at_tpr(*A, rule=rule) == pytest.approx(0.25, abs=1e-9)
+
+
+def test_worked_vector_b_rules_differ():
+    assert auroc(*B) == pytest.approx(0.98125, abs=1e-9)
+    assert fpr_at_tpr(*B, rule="roc_first") == pytest.approx(0.25, abs=1e-9)
+    assert fpr_at_tpr(*B, rule="percentile") == pytest.approx(0.25, abs=1e-9)  # t = 1.95
+    assert fpr_at_tpr(*B, rule="order_stat") == pytest.approx(0.0, abs=1e-9)  # t = 2, strict >
+    assert fpr_at_tpr(*B, positive="ood") == pytest.approx(0.10, abs=1e-9)
+    m = ood_metrics(*B)
+    assert m["aupr_in"] == pytest.approx(0.996310, abs=1e-6)
+    assert m["aupr_out"] == pytest.approx(0.927083, abs=1e-6)
+
+
+def _sk_first_fpr(pos, neg, level=0.95):
+    from sklearn.metrics import roc_curve as sk_roc
+
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    # every threshold: sklearn's default drop_intermediate=True removes collinear points,
+    # which with tie blocks can move the first point at TPR >= 0.95 (to a later one)
+    fpr, tpr, _ = sk_roc(y, np.r_[pos, neg], drop_intermediate=False)
+    return fpr[np.argmax(tpr >= level)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_against_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    i = np.round(rng.normal(1, 1, 300), 1)  # rounding makes many ties
+    o = np.round(rng.normal(0, 1.5, 200), 1)
+    y = np.r_[np.ones(len(i)), np.zeros(len(o))]
+    s = np.r_[i, o]
+    assert auroc(i, o) == pytest.approx(roc_auc_score(y, s), abs=1e-9)
+    p, r, _ = precision_recall_curve(y, s)
+    assert aupr(i, o, "id") == pytest.approx(auc(r, p), abs=1e-9)
+    p, r, _ = precision_recall_curve(1 - y, -s)
+    assert aupr(i, o, "ood") == pytest.approx(auc(r, p), abs=1e-9)
+    assert aupr(i, o, "id", "ap") == pytest.approx(average_precision_score(y, s), abs=1e-9)
+    assert fpr_at_tpr(i, o) == pytest.approx(_sk_first_fpr(i, o), abs=1e-9)
+    assert fpr_at_tpr(i, o, positive="ood") == pytest.approx(_sk_first_fpr(-o, -i), abs=1e-9)
+    assert fpr_at_tpr(i, o, rule="percentile") == pytest.approx(
+        np.mean(o > np.percentile(i, 5)), abs=1e-9)
+    assert fpr_at_tpr(i, o, rule="order_stat") == pytest.approx(
+        np.mean(o > np.sort(i)[round(0.05 * len(i))]), abs=1e-9)
+    fpr, tpr = roc_curve(i, o)
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1
+
+
+def test_conventions_diverge_gaussian():
+    rng = np.random.default_rng(0)
+    i, o = rng.normal(0, 0.3, 1000), rng.normal(-1, 2, 1000)
+    m = ood_metrics(i, o)
+    assert m["fpr95_ood_positive"] > 0.95 and m["fpr95_id_positive"] < 0.6
+    rng = np.random.default_rng(0)
+    m = ood_metrics(rng.normal(1, 1, 1000), rng.normal(0, 1, 1000))
+    assert 0.7 < m["auroc"] < 0.8
+    assert m["fpr95_id_positive"] != m["fpr95_ood_positive"]
+
+
+def test_state_merges_chunks():
+    rng = np.random.default_rng(3)
+    i, o = rng.normal(1, 1, 500), rng.normal(0, 1, 400)
+    a = OODMetricState().update(i[:200], o[:100])
+    b = OODMetricState().update(i[200:], o[100:])
+    assert a.merge(b).compute() == ood_metrics(i, o)
+
+
+def test_bad_inputs():
+    with pytest.raises(UserError):
+        ood_metrics([], [1.0])
+    with pytest.raises(UserError):
+        ood_metrics([float("nan")], [1.0])
+    with pytest.raises(UserError):
+        fpr_at_tpr(*A, rule="nope")
+    assert "closest" in RULES
+
+
+def test_pytorch_ood_agrees():
+    metrics = pytest.importorskip("pytorch_ood.metrics")
+    rng = np.random.default_rng(5)
+    for i, o in (A, B, (np.round(rng.normal(1, 1, 300), 1), np.round(rng.normal(0, 1, 250), 1))):
+        i, o = np.asarray(i, float), np.asarray(o, float)
+        m = metrics.OODMetrics()
+        # pytorch-ood takes outlier scores (-s) and marks OOD with labels < 0
+        m.update(-torch.tensor(np.r_[i, o]), torch.tensor(np.r_[np.zeros(len(i)), -np.ones(len(o))]))
+        ref = m.compute()
+        ours = ood_metrics(i, o)
+        assert ours["auroc"] == pytest.approx(ref["AUROC"], abs=1e-6)
+        assert ours["aupr_in"] == pytest.approx(ref["AUPR-IN"], abs=1e-6)
+        assert ours["aupr_out"] == pytest.approx(ref["AUPR-OUT"], abs=1e-6)
+        assert ours["fpr95_ood_positive"] == pytest.approx(ref["FPR95TPR"], abs=1e-6)
