@@ -195,7 +195,9 @@ def continual(
         err.print(f"experience {t + 1}/{acc.shape[0]} done: mean accuracy over seen "
                   f"experiences {100 * float(seen.mean()):.2f}%", highlight=False)
 
-    outcome = run_continual(cfg, on_experience_end=report)
+    outcome = run_continual(
+        cfg, on_experience_end=report,
+        on_warning=lambda text: err.print(f"[yellow]warning:[/] {text}", highlight=False))
     out.print(matrix_table(outcome))
     out.print(metrics_table(outcome))
     if ood_score is not None:

@@ -118,10 +118,32 @@ def _build(cfg: ContinualConfig, in_shape: tuple[int, ...] | None) -> ContinualM
     return method
 
 
+MIN_STEPS_PER_EPOCH = 4
+
+
+def few_steps_warning(method: ContinualMethod, stream: ClassIncrementalStream) -> str | None:
+    """A warning when the smallest experience gives a batch-trained method fewer than
+    :data:`MIN_STEPS_PER_EPOCH` SGD steps per epoch (e.g. PRD's batch 128 on an Omniglot
+    experience of 80 images: one step per epoch, and the method stays near chance)."""
+    batch = getattr(method, "batch_size", None)
+    if not isinstance(batch, int) or batch < 1 or not len(stream):
+        return None
+    smallest = min(len(e.train_indices) for e in stream)
+    steps = -(-smallest // batch)
+    if steps >= MIN_STEPS_PER_EPOCH:
+        return None
+    fit = max(1, smallest // MIN_STEPS_PER_EPOCH)
+    return (f"{method.name}: the smallest experience has {smallest} training samples, so "
+            f"batch_size={batch} gives {steps} SGD step(s) per epoch; consider "
+            f"-p batch_size={fit} or more --epochs")
+
+
 def run_continual(cfg: ContinualConfig,
                   on_experience_end: Callable[[int, torch.Tensor], None] | None = None,
+                  on_warning: Callable[[str], None] | None = None,
                   ) -> ContinualOutcome:
-    """Run the job described by ``cfg`` (see the module docstring)."""
+    """Run the job described by ``cfg`` (see the module docstring); ``on_warning`` receives
+    advice found before training (e.g. :func:`few_steps_warning`)."""
     _build(cfg, None)  # names and parameters, before any data is read
     if cfg.ood_score is not None:
         from protobench.ood.scores import build_score
@@ -136,6 +158,9 @@ def run_continual(cfg: ContinualConfig,
     stream = stream_from_dataset(cfg.dataset, spec, cfg.data_root,
                                  test_fraction=cfg.test_fraction, **cfg.dataset_options)
     method = _build(cfg, input_shape(stream.train.x))
+    warning = few_steps_warning(method, stream)
+    if warning is not None and on_warning is not None:
+        on_warning(warning)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
     previous = read_checkpoint(run_dir)
     if not cfg.resume and previous is not None and previous["completed"] < previous["experiences"]:

@@ -103,6 +103,18 @@ class ContinualMethod(Method, ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` into a method built with the same parameters."""
 
+    def _new_encoder(self, in_shape: tuple[int, ...]) -> bool:
+        """Build the seeded encoder (``self.backbone``, ``self.seed``) for ``in_shape`` unless
+        one for that shape exists; True when it was built (the caller then resets what
+        depends on it: heads, prototypes, optimiser)."""
+        current = getattr(self, "encoder", None)
+        if current is not None and getattr(self, "in_shape", None) == tuple(in_shape):
+            return False
+        self.in_shape = tuple(in_shape)
+        self.backbone_name, self.encoder = seeded_encoder(
+            self.backbone, self.in_shape, self.seed)  # type: ignore[attr-defined]
+        return True
+
 
 def input_shape(x: Inputs) -> tuple[int, ...]:
     """The shape of one sample of ``x``."""

@@ -32,7 +32,6 @@ from protobench.methods.continual_base import (
     input_shape,
     iterate_batches,
     num_batches,
-    seeded_encoder,
 )
 from protobench.progress import training_bar
 
@@ -72,10 +71,7 @@ class Finetune(ContinualMethod):
         self.backbone_name = ""
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
-        if self.encoder is None or self.in_shape != tuple(in_shape):
-            self.in_shape = tuple(in_shape)
-            self.backbone_name, self.encoder = seeded_encoder(self.backbone, self.in_shape,
-                                                              self.seed)
+        if self._new_encoder(in_shape):
             self.head = None
         return self.encoder
 

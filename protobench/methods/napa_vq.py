@@ -54,7 +54,6 @@ from protobench.methods.continual_base import (
     input_shape,
     iterate_batches,
     num_batches,
-    seeded_encoder,
 )
 from protobench.progress import training_bar
 
@@ -195,10 +194,7 @@ class NapaVQ(ContinualMethod):
         self.rot = rotations  # effective R (1 for inputs that cannot be rotated)
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
-        if self.encoder is None or self.in_shape != tuple(in_shape):
-            self.in_shape = tuple(in_shape)
-            self.backbone_name, self.encoder = seeded_encoder(self.backbone, self.in_shape,
-                                                              self.seed)
+        if self._new_encoder(in_shape):
             square = len(in_shape) == 3 and in_shape[1] == in_shape[2]
             self.rot = self.rotations if square else 1
             d = self.encoder.out_dim

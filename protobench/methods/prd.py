@@ -61,7 +61,6 @@ from protobench.methods.continual_base import (
     input_shape,
     iterate_batches,
     num_batches,
-    seeded_encoder,
 )
 from protobench.progress import training_bar
 
@@ -220,10 +219,7 @@ class PRD(ContinualMethod):
         self.backbone_name = ""
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
-        if self.encoder is None or self.in_shape != tuple(in_shape):
-            self.in_shape = tuple(in_shape)
-            self.backbone_name, self.encoder = seeded_encoder(self.backbone, self.in_shape,
-                                                              self.seed)
+        if self._new_encoder(in_shape):
             self.projector = projector(self.encoder.out_dim, self.projection_hidden,
                                        self.projection_dim)
             self.prototypes = torch.empty(0, self.encoder.out_dim)

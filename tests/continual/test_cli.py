@@ -23,8 +23,10 @@ def run(*args):
 def test_continual_prints_matrix_saves_plot_and_writes_one_row(tmp_path):
     store, run_dir = tmp_path / "r.sqlite", tmp_path / "run"
     res = run("continual", "-d", "digits", "-m", "finetune", "--experiences", 5, *FAST,
-              "--class-order", "pass", "--seed", 2, "--run-dir", run_dir, "--store", store)
+              "--class-order", "pass", "--seed", 2, "--run-dir", run_dir, "--store", store,
+              "-p", "batch_size=128")
     assert res.exit_code == 0, res.output
+    assert "warning:" in res.output and "SGD step(s) per epoch" in res.output
     assert "after" in res.output and "exp 5" in res.output and "up to now" in res.output
     assert "average incremental accuracy" in res.output
     (record,) = ResultStore(store).records("continual/digits")

@@ -145,3 +145,16 @@ def test_killed_process_resumes_to_the_uninterrupted_matrix(tmp_path):
     assert torch.equal(resumed.result.accuracy.nan_to_num(-1),
                        fresh.result.accuracy.nan_to_num(-1))
     assert resumed.result.metrics == fresh.result.metrics
+
+
+def test_few_steps_warning_counts_sgd_steps_of_the_smallest_experience(digits_stream):
+    from protobench.continual.job import few_steps_warning
+    from protobench.methods import build_method
+
+    smallest = min(len(e.train_indices) for e in digits_stream)  # ~280 images of 2 digits
+    steps = -(-smallest // 128)  # batch 128 -> 3 steps per epoch: too few
+    text = few_steps_warning(build_method("prd", batch_size=128), digits_stream)
+    assert text is not None and f"{smallest} training samples" in text
+    assert f"gives {steps} SGD step(s)" in text and f"batch_size={smallest // 4}" in text
+    assert few_steps_warning(build_method("prd", batch_size=smallest // 4), digits_stream) is None
+    assert few_steps_warning(build_method("finetune", batch_size=64), digits_stream) is None

@@ -160,10 +160,18 @@ def test_class_chunks_need_five_classes(n):
 def test_query_rows():
     rng = np.random.default_rng(0)
     assert query_rows([0, 3], 1, rng) == [0, 3]  # K = 1: the single shot
-    for _ in range(50):
-        rows = query_rows([2], 4, rng)
-        assert 1 <= len(rows) <= 3 and len(set(rows)) == len(rows)
-        assert all(8 <= r < 12 for r in rows)
+    sizes = set()
+    for seed in range(50):
+        rows = query_rows([2, 5], 4, np.random.default_rng(seed))
+        # the card's rule from the same draws: per class n = randint(1, K), shots[n:]
+        ref_rng, expected = np.random.default_rng(seed), []
+        for c in (2, 5):
+            n = int(ref_rng.integers(1, 4))
+            expected += [c * 4 + int(s) for s in ref_rng.permutation(4)[n:]]
+        assert rows == expected
+        assert all(8 <= r < 12 or 20 <= r < 24 for r in rows) and len(set(rows)) == len(rows)
+        sizes.add(sum(8 <= r < 12 for r in rows))
+    assert sizes == {1, 2, 3}  # every non-empty proper subset size of K = 4 shots occurs
 
 
 def test_log_mixture_is_the_log_of_the_mixture():
