@@ -4,9 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.protobench-installed
 UV := $(shell command -v uv 2>/dev/null)
-DEMO_STORE ?= leaderboards/results.sqlite
+# the demo writes only under DEMO_DIR (git-ignored): never the committed boards
+DEMO_DIR ?= runs/demo
+DEMO_STORE := $(DEMO_DIR)/results.sqlite
+# `make boards BOARDS_ARGS="--dry-run"` lists the commands; `--parts digits` runs one part
+BOARDS_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo boards test lint bench clean
 
 install: $(STAMP)
 
@@ -20,11 +24,16 @@ endif
 
 demo: install
 	$(BIN)/protobench fewshot --dataset digits --method protonet --ways 5 --shots 1 --shots 5 \
-		--train-steps 300 --store $(DEMO_STORE)
+		--store $(DEMO_STORE)
 	$(BIN)/protobench fewshot --dataset digits --method ncm --ways 5 --shots 1 --shots 5 \
 		--store $(DEMO_STORE)
 	$(BIN)/protobench leaderboard show fewshot/digits --store $(DEMO_STORE)
-	$(BIN)/protobench leaderboard export --store $(DEMO_STORE) --out leaderboards
+	$(BIN)/protobench leaderboard export --store $(DEMO_STORE) --out $(DEMO_DIR)/leaderboards
+
+# regenerates leaderboards/ (results.sqlite, *.md, *.csv) on purpose, into a fresh store,
+# from the commands in benchmarks/boards.py (about 1 h on 2 CPU cores)
+boards: install
+	$(BIN)/python benchmarks/boards.py $(BOARDS_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -76,3 +76,16 @@ def machine_line(m: dict[str, Any]) -> str:
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
     return (f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads){gpu}, "
             f"torch {m['torch']}")
+
+
+OMNIGLOT_POOL_SEED = 2024
+
+
+def omniglot_pools(data: Any) -> tuple[list[int], list[int]]:
+    """``(validation classes, test classes)``: a seeded half of the characters of ``data``
+    (e.g. Omniglot ``all``) is kept for choosing settings, the other half for the test
+    streams, so no test character is ever seen while settings are chosen."""
+    gen = torch.Generator().manual_seed(OMNIGLOT_POOL_SEED)
+    order = torch.randperm(data.num_classes, generator=gen).tolist()
+    half = data.num_classes // 2
+    return sorted(order[:half]), sorted(order[half:])

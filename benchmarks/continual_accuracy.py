@@ -1,33 +1,32 @@
 """Class-incremental accuracy: finetune, napa-vq, prd and joint on the same streams.
 
-For each dataset, every method runs on the same stream with the same backbone, epochs and
-seed, for each of ``--seeds`` (the seed sets the class order, the initial weights and the
-batch order):
+For each dataset, every method runs on the same stream with its preset for the dataset
+(``protobench/methods/<method>.yaml``, chosen on validation data by
+``benchmarks/select_presets.py``; ``--preset defaults`` runs the cards' recipes instead)
+and the same seed, for each of ``--seeds`` (the seed sets the class order, the initial
+weights and the batch order):
 
-- ``digits``: the embedded digits, 5 experiences of 2 classes, 20% of each class held out
-  for test, 8x8 images and the ``mlp`` backbone (``--backbones digits=conv4`` with
-  ``--image-size digits=28`` for the Conv-4), 100 epochs per experience;
+- ``digits``: the embedded digits at the CLI's default 28x28, 5 experiences of 2 classes,
+  20% of each class held out for test (as ``protobench continual --dataset digits``);
 - ``omniglot``: the real files under ``--data-root``, ``all`` split without rotations,
-  the first 50 characters of the seeded class order in 10 experiences of 5 (16 train and
-  4 test images each), 28x28 images, ``conv4`` backbone, 20 epochs per experience.
+  restricted to the test half of the characters (:func:`_common.omniglot_pools`: the
+  other half is the validation pool the presets were chosen on), the first 50 characters
+  of the seeded class order in 10 experiences of 5 (16 train and 4 test images each),
+  28x28 images, ``conv4`` backbone.
 
-Each method keeps its card's recipe (optimiser, batch size, loss weights; PRD's longer
-first experience scales with ``--epochs``), with one exception: an Omniglot experience has
-80 training images, so the card batches of ``finetune`` (64) and ``prd`` (128) would give
-two and one SGD steps per epoch (PRD then stays at chance on the first experience); both
-use batch 16 there (``OMNIGLOT_PARAMS``). ``--param method:key=value`` overrides one
-parameter (e.g. ``prd:relation_axis=samples`` with ``prd:relation_sim=cosine`` and
-``prd:distill_temp=0.1`` for the paper's relation loss). We report per method the mean,
-standard deviation and range over the seeds of the average incremental accuracy, final
-accuracy and average forgetting, the wall time (training + evaluation), and check the
-acceptance claims: napa-vq and prd have a higher average incremental accuracy and lower
-forgetting than finetune, and every method stays below joint. ``--store`` also writes one
-leaderboard row per run (board ``continual/<dataset>``).
+``--param method:key=value`` overrides one parameter (e.g. ``prd:relation_axis=samples``
+with ``prd:relation_sim=cosine`` and ``prd:distill_temp=0.1`` for the paper's relation
+loss). We report per method the mean, standard deviation and range over the seeds of the
+average incremental accuracy, final accuracy and average forgetting, the wall time
+(training + evaluation), and check the acceptance claims: napa-vq and prd have a higher
+average incremental accuracy and lower forgetting than finetune, and every method stays
+below joint. ``--store`` also writes one leaderboard row per run (board
+``continual/<dataset>``).
 
 Results, one pair of files per dataset:
 ``benchmarks/results/continual_accuracy_<dataset>{,_quick}.{json,md}``.
 
-    python benchmarks/continual_accuracy.py --datasets digits --threads 1
+    python benchmarks/continual_accuracy.py --datasets digits
     python benchmarks/continual_accuracy.py --datasets omniglot --data-root ../shared/data/omniglot
     python benchmarks/continual_accuracy.py --quick    # smoke: 1 epoch, seed 0, Omniglot
                                                        # with 20 classes if the folder exists
@@ -47,7 +46,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line  # noqa: E402
+from _common import machine, machine_line, omniglot_pools  # noqa: E402
 
 from protobench.continual.job import ContinualConfig, _record  # noqa: E402
 from protobench.continual.run import run_stream  # noqa: E402
@@ -55,9 +54,9 @@ from protobench.continual.stream import StreamSpec, build_stream, holdout_split 
 from protobench.datasets import load_dataset  # noqa: E402
 from protobench.leaderboard.store import ResultStore  # noqa: E402
 from protobench.methods import build_method  # noqa: E402
+from protobench.methods.presets import resolve_preset  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-OMNIGLOT_PARAMS = {"finetune": {"batch_size": 16}, "prd": {"batch_size": 16}}
 METHODS = ("finetune", "napa-vq", "prd", "joint")
 METRICS = ("average_incremental_accuracy", "final_accuracy", "average_forgetting")
 TEST_FRACTION = 0.2
@@ -66,18 +65,21 @@ TEST_FRACTION = 0.2
 def dataset_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Per dataset: loader options, experiences, class subset, backbone and epochs."""
     settings = {
-        "digits": {"options": {"image_size": 8}, "experiences": 5, "num_classes": None,
-                   "backbone": "mlp", "root": None, "epochs": 100, "params": {}},
+        "digits": {"options": {"image_size": 28}, "experiences": 5, "num_classes": None,
+                   "root": None, "pool": False},
         "omniglot": {"options": {"image_size": 28, "rotations": "none"}, "experiences": 10,
                      "num_classes": args.omniglot_classes, "backbone": "conv4",
-                     "root": str(args.data_root), "epochs": 20, "params": OMNIGLOT_PARAMS},
+                     "root": str(args.data_root), "pool": True},
     }
     for setting in settings.values():
-        setting["epochs"] = args.epochs or setting["epochs"]
+        if args.epochs:
+            setting["epochs"] = args.epochs
     for name, backbone in _pairs(args.backbones, "--backbones").items():
         settings[name]["backbone"] = backbone
+    for setting in settings.values():
+        setting["explicit_options"] = {}
     for name, size in _pairs(args.image_size, "--image-size").items():
-        settings[name]["options"]["image_size"] = int(size)
+        settings[name]["explicit_options"]["image_size"] = int(size)
     return settings
 
 
@@ -112,31 +114,45 @@ def spread(values: list[float]) -> dict[str, float]:
 def run_dataset(name: str, setting: dict[str, Any], args: argparse.Namespace,
                 params: dict[str, dict[str, Any]], store: ResultStore | None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    data = load_dataset(name, "all", setting["root"], **setting["options"])
-    train, test = holdout_split(data, TEST_FRACTION, seed=0)  # as stream_from_dataset
+    presets = {m: resolve_preset(m, args.preset, name, "class-incremental")
+               for m in args.methods}
+    fixed = {k: setting[k] for k in ("backbone", "epochs") if k in setting}
+    params = {m: {**(presets[m].params if presets[m] else {}), **fixed, **params.get(m, {})}
+              for m in args.methods}
+    # loader options: the benchmark's, under a preset's (e.g. image_size), under --image-size
+    options = {m: {**setting["options"], **(presets[m].dataset_options if presets[m] else {}),
+                   **setting["explicit_options"]} for m in args.methods}
+    splits: dict[str, tuple[Any, Any]] = {}
+    for m in args.methods:
+        key = json.dumps(options[m], sort_keys=True)
+        if key not in splits:
+            data = load_dataset(name, "all", setting["root"], **options[m])
+            if setting["pool"]:  # characters the presets were not chosen on
+                data = data.subset_classes(omniglot_pools(data)[1])
+            splits[key] = holdout_split(data, TEST_FRACTION, seed=0)  # as the CLI's stream
     load_s = time.perf_counter() - t0
     device = torch.device("cpu")
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
-    params = {m: {**setting["params"].get(m, {}), **params.get(m, {})} for m in args.methods}
+    train, test = next(iter(splits.values()))
     warm = build_stream(train, test, StreamSpec(setting["experiences"],
                                                 num_classes=setting["num_classes"]))
-    warm_up = build_method("finetune", backbone=setting["backbone"], epochs=1)
+    warm_up = build_method("finetune", backbone=setting.get("backbone", "mlp"), epochs=1)
     run_stream(warm_up, warm, device, progress=False)  # lazy initialisations, not timed
     stream_info: dict[str, Any] = {}
     for seed in args.seeds:
         spec = StreamSpec(setting["experiences"], seed=seed, num_classes=setting["num_classes"])
-        stream = build_stream(train, test, spec, source=name)
-        stream_info = {"experiences": len(stream), "classes": stream.num_classes,
-                       "sizes": list(stream.sizes), "train_samples": len(stream.train),
-                       "test_samples": len(stream.test), "input_shape": list(train.x.shape[1:])}
         for m in args.methods:
-            method = build_method(m, task="class-incremental", backbone=setting["backbone"],
-                                  epochs=setting["epochs"], seed=seed, **params.get(m, {}))
+            train, test = splits[json.dumps(options[m], sort_keys=True)]
+            stream = build_stream(train, test, spec, source=name)
+            stream_info = {"experiences": len(stream), "classes": stream.num_classes,
+                           "sizes": list(stream.sizes), "train_samples": len(stream.train),
+                           "test_samples": len(stream.test)}
+            method = build_method(m, task="class-incremental", seed=seed, **params[m])
             res = run_stream(method, stream, device, seed=seed, progress=False)
             row = {"seed": seed, **{k: res.metrics[k] for k in METRICS},
                    "backward_transfer": res.metrics["backward_transfer"],
                    "til_final_accuracy": res.metrics["til_final_accuracy"],
-                   "wall_time_s": res.wall_time_s,
+                   "wall_time_s": res.wall_time_s, "input_shape": list(train.x.shape[1:]),
                    "accuracy_matrix": [[None if v != v else round(v, 4) for v in r]
                                        for r in res.accuracy.tolist()]}
             runs[m].append(row)
@@ -146,18 +162,17 @@ def run_dataset(name: str, setting: dict[str, Any], args: argparse.Namespace,
             if store is not None:
                 cfg = ContinualConfig(dataset=name, method=m, experiences=setting["experiences"],
                                       num_classes=setting["num_classes"], seed=seed,
-                                      epochs=setting["epochs"], backbone=setting["backbone"],
                                       device="cpu", data_root=setting["root"],
-                                      dataset_options=setting["options"],
-                                      method_params=params.get(m, {}),
-                                      test_fraction=TEST_FRACTION)
+                                      dataset_options=options[m],
+                                      method_params=params[m], test_fraction=TEST_FRACTION,
+                                      config=args.preset)
                 store.add_all([_record(cfg, stream, method, res, device)])
     methods = {}
     for m, rows in runs.items():
-        methods[m] = {"params": params.get(m, {}), "runs": rows,
+        methods[m] = {"params": params[m], "options": options[m], "runs": rows,
+                      "preset": presets[m].label if presets[m] else "defaults",
                       **{k: spread([r[k] for r in rows]) for k in (*METRICS, "wall_time_s")}}
-    return {"backbone": setting["backbone"], "epochs": setting["epochs"],
-            "options": setting["options"],
+    return {"options": setting["options"], "class_pool": "test half" if setting["pool"] else "all",
             "stream": stream_info, "load_seconds": load_s, "methods": methods,
             "checks": checks(methods)}
 
@@ -198,11 +213,13 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=None,
-                    help="epochs per experience (default: digits 100, omniglot 20)")
+                    help="epochs per experience (default: the preset's)")
+    ap.add_argument("--preset", default="auto",
+                    help="auto (the dataset's preset), defaults (the card's), or a name")
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data/omniglot"),
                     help="folder with the Omniglot zips")
     ap.add_argument("--omniglot-classes", type=int, default=50)
-    ap.add_argument("--backbones", default="", help="dataset=backbone,... (e.g. digits=conv4)")
+    ap.add_argument("--backbones", default="", help="dataset=backbone,... (overrides presets)")
     ap.add_argument("--image-size", default="", help="dataset=size,... (e.g. digits=28)")
     ap.add_argument("--param", action="append", default=[],
                     help="method:key=value, repeatable (e.g. prd:relation_axis=samples)")
@@ -245,17 +262,19 @@ def _markdown(out: dict[str, Any]) -> str:
     s = out["stream"]
     lines = [f"# Class-incremental accuracy on {out['dataset']} "
              f"({machine_line(out['machine'])})", "",
-             f"{s['classes']} classes in {s['experiences']} experiences, {out['backbone']} on "
-             f"{tuple(s['input_shape'])}, {s['train_samples']} train / {s['test_samples']} test "
-             f"images; {out['epochs']} epochs per experience, seeds {out['seeds']}. Mean ± std "
+             f"{s['classes']} classes ({out['class_pool']} of the characters) in "
+             f"{s['experiences']} experiences, {s['train_samples']} train / "
+             f"{s['test_samples']} test images; each method with its preset (parameters and "
+             f"input size in the table), seeds {out['seeds']}. Mean ± std "
              "[min, max] over the seeds, in %; wall time = training + evaluation, mean.", "",
              "| method | AIA | final accuracy | forgetting | wall time (s) |",
              "|---|---|---|---|---|"]
     for m, r in out["methods"].items():
         cells = [f"{100 * r[k]['mean']:.1f} ± {100 * r[k]['std']:.1f} "
                  f"[{100 * r[k]['min']:.1f}, {100 * r[k]['max']:.1f}]" for k in METRICS]
-        label = m + (" (" + ", ".join(f"{k}={v}" for k, v in r["params"].items()) + ")"
-                     if r["params"] else "")
+        shown = {**r["params"], **r.get("options", {})}
+        label = f"{m} [{r['preset']}]" + (
+            " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else "")
         lines.append(f"| {label} | {' | '.join(cells)} | {r['wall_time_s']['mean']:.1f} |")
     lines += ["", "| claim | holds (means) | seeds where it holds |", "|---|---|---|"]
     lines += [f"| {k} | {'yes' if v['ok'] else 'NO'} | {v['seeds']} |"

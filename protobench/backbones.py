@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from protobench.errors import unknown_name
+from protobench.errors import UserError, unknown_name
 
 Builder = Callable[..., nn.Module]
 _BACKBONES: dict[str, Builder] = {}
@@ -70,7 +70,8 @@ class Conv4(nn.Module):
         for _ in range(4):
             side //= 2
         if side < 1:
-            raise ValueError(f"conv4 needs inputs of at least 16x16, got {image_size}")
+            raise UserError(f"conv4 needs inputs of at least 16x16, got {image_size}; load "
+                            "larger images (-o image_size=16 or more) or use --backbone mlp")
         self.out_dim = out_channels * side * side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,15 +81,22 @@ class Conv4(nn.Module):
 @register_backbone("conv4")
 def _conv4(in_shape: tuple[int, ...], hidden: int = 64) -> nn.Module:
     if len(in_shape) != 3:
-        raise ValueError(f"conv4 needs image inputs [C, H, W], got {in_shape}")
+        raise UserError(f"conv4 needs image inputs [C, H, W], got {in_shape}; use --backbone "
+                        "mlp for feature vectors")
     return Conv4(in_shape[0], hidden, hidden, in_shape[1])
 
 
 class MLP(nn.Module):
-    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128) -> None:
+    """``in -> hidden -> out`` with a ReLU between; ``relu_out`` adds one after the last
+    layer, so features are non-negative like a ResNet's pooled post-ReLU features (what
+    methods that compare features by cosine to learnt vectors, e.g. NAPA-VQ, assume)."""
+
+    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128,
+                 relu_out: bool = False) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(),
-                                 nn.Linear(hidden, out_dim))
+        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(),
+                                   nn.Linear(hidden, out_dim)]
+        self.net = nn.Sequential(*layers, *([nn.ReLU()] if relu_out else []))
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,6 +106,11 @@ class MLP(nn.Module):
 @register_backbone("mlp")
 def _mlp(in_shape: tuple[int, ...], hidden: int = 256, out_dim: int = 128) -> nn.Module:
     return MLP(math.prod(in_shape), hidden, out_dim)
+
+
+@register_backbone("mlp-relu")
+def _mlp_relu(in_shape: tuple[int, ...], hidden: int = 256, out_dim: int = 128) -> nn.Module:
+    return MLP(math.prod(in_shape), hidden, out_dim, relu_out=True)
 
 
 class Identity(nn.Module):
@@ -172,7 +185,8 @@ class ResNet(nn.Module):
 
 def _image_channels(name: str, in_shape: tuple[int, ...]) -> int:
     if len(in_shape) != 3:
-        raise ValueError(f"{name} needs image inputs [C, H, W], got {in_shape}")
+        raise UserError(f"{name} needs image inputs [C, H, W], got {in_shape}; use --backbone "
+                        "mlp for feature vectors")
     return in_shape[0]
 
 

@@ -103,6 +103,12 @@ def fewshot(
     cache_dir: Path | None = typer.Option(None, "--cache-dir",
                                           help="feature cache folder "
                                                "(default $PROTOBENCH_CACHE/features)"),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="method preset: NAME, best (the dataset's), defaults "
+        "(the card's); default: the dataset's preset when there is one"),
+    allow_class_overlap: bool = typer.Option(
+        False, "--allow-class-overlap",
+        help="allow meta-train data that share classes with the evaluated split (recorded)"),
 ) -> None:
     """Train (when needed) and evaluate a few-shot method; write leaderboard rows."""
     from protobench.fewshot import FewShotConfig, run_fewshot
@@ -124,6 +130,7 @@ def fewshot(
         episodes_file=str(episodes_file) if episodes_file else None,
         store=str(store), progress=not no_progress, feature_cache=feature_cache,
         cache_dir=str(cache_dir) if cache_dir else None,
+        allow_class_overlap=allow_class_overlap, config=config,
     )
     outcomes = run_fewshot(cfg)
     table = Table(title=f"fewshot/{dataset} - {method}")
@@ -169,6 +176,9 @@ def continual(
                                                  "after each experience (e.g. knn, msp)"),
     ood_score_param: list[str] | None = typer.Option(None, "--ood-score-param",
                                                         help="score parameter key=value"),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="method preset: NAME, best (the dataset's), defaults "
+        "(the card's); default: the dataset's preset when there is one"),
 ) -> None:
     """Train a method on a class-incremental stream; print the accuracy matrix, write a row."""
     from protobench.continual.job import (
@@ -187,7 +197,7 @@ def continual(
         method_params=parse_options(param, "--param"), test_fraction=test_fraction,
         run_dir=str(run_dir) if run_dir else None, resume=resume, store=str(store),
         progress=not no_progress, ood_score=ood_score,
-        ood_score_params=parse_options(ood_score_param, "--ood-score-param"),
+        ood_score_params=parse_options(ood_score_param, "--ood-score-param"), config=config,
     )
 
     def report(t: int, acc: Any) -> None:
@@ -236,6 +246,9 @@ def ood(
     run_dir: Path | None = typer.Option(None, "--run-dir", help="folder for roc.png, result"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
     no_progress: bool = typer.Option(False, "--no-progress"),
+    config: str | None = typer.Option(
+        None, "--config", "-c", help="method preset: NAME, best (the dataset's), defaults "
+        "(the card's); default: the dataset's preset when there is one"),
 ) -> None:
     """Train (or load) an ID model, score ID vs OOD sets; print the table, write rows."""
     from protobench.ood.job import OODConfig, run_ood
@@ -253,7 +266,7 @@ def ood(
         ood_roots={k: str(v) for k, v in parse_options(ood_root, "--ood-root").items()},
         dataset_options=parse_options(dataset_option, "--dataset-option"),
         test_fraction=test_fraction, run_dir=str(run_dir) if run_dir else None,
-        store=str(store), progress=not no_progress,
+        store=str(store), progress=not no_progress, config=config,
     )
     res = run_ood(cfg)
     acc, ci = mean_ci95([e.id_accuracy for e in res.per_seed])
@@ -298,6 +311,25 @@ def methods() -> None:
     out.print(table)
 
 
+@app.command()
+@user_errors
+def presets(method: str | None = typer.Argument(None, help="one method; omit for all")) -> None:
+    """List the methods' versioned presets (--config NAME) and the data each was chosen on."""
+    from protobench.methods import get_method_class, list_methods
+    from protobench.methods.presets import list_presets
+
+    names = [get_method_class(method).name] if method else [c.name for c in list_methods()]
+    table = Table(title="presets")
+    for col in ("method", "preset", "task", "parameters", "chosen on"):
+        table.add_column(col, overflow="fold")
+    for name in names:
+        for p in list_presets(name).values():
+            values = {**p.params, **p.dataset_options}
+            table.add_row(name, f"{p.name} (v{p.version})", p.task,
+                          ", ".join(f"{k}={v}" for k, v in values.items()), p.chosen_on)
+    out.print(table)
+
+
 @board_app.command("show")
 @user_errors
 def board_show(
@@ -305,7 +337,7 @@ def board_show(
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
 ) -> None:
     """Print a board's ranked table (or the list of boards)."""
-    from protobench.leaderboard.render import headers, ranked_rows
+    from protobench.leaderboard.render import console_cells, headers, notes, ranked_rows
     from protobench.leaderboard.store import ResultStore
 
     rs = ResultStore(store)
@@ -321,9 +353,10 @@ def board_show(
     for col in headers(rows, console=True):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r.setting, str(r.rank), r.method, r.value_text,
-                      "" if r.n is None else str(r.n), r.details, r.manifest)
+        table.add_row(*console_cells(r))
     out.print(table)
+    for line in notes(rows, markdown=False):
+        out.print(line, highlight=False, markup=False)
 
 
 @board_app.command("export")

@@ -29,3 +29,23 @@ def unknown_name(kind: str, name: str, known: list[str]) -> RegistryError:
     return RegistryError(
         f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(known))}"
     )
+
+
+def check_input_shape(method: str, trained: tuple[int, ...] | list[int] | None,
+                      given: tuple[int, ...] | list[int]) -> None:
+    """Refuse inputs of another shape than the ones an encoder was built or trained for.
+
+    A method never swaps a fresh encoder in behind the user's back: when its encoder
+    exists for ``trained`` and the data are ``given``, the run stops with one line that
+    names both shapes and the fix. ``trained=None`` (no encoder yet) accepts anything.
+    """
+    if trained is None or tuple(trained) == tuple(given):
+        return
+    raise ShapeError(
+        f"{method}: the encoder was built for inputs of shape {list(trained)} but the data "
+        f"have shape {list(given)}; load the data with the options the encoder was trained "
+        "with (e.g. the same -o image_size=...), or train a new model on data of this shape")
+
+
+class ShapeError(UserError):
+    """Data whose shape differs from the one a trained encoder expects."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from protobench.datasets import LabeledData, get_dataset, load_dataset
+from protobench.datasets.base import check_disjoint_classes, shared_classes
 from protobench.episodic import (
     EpisodeList,
     EpisodeResult,
@@ -38,6 +39,7 @@ from protobench.leaderboard.record import (
 )
 from protobench.leaderboard.store import DEFAULT_STORE, ResultStore
 from protobench.methods import FewShotMethod, build_method, get_method_class, load_method
+from protobench.methods.presets import Preset, preset_label, resolve_preset, with_preset
 from protobench.utils import resolve_device
 
 
@@ -74,6 +76,8 @@ class FewShotConfig:
     progress: bool = True
     feature_cache: bool = True
     cache_dir: str | None = None
+    allow_class_overlap: bool = False
+    config: str | None = None  # preset name, best, defaults; None = the dataset's preset
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,14 @@ class FewShotOutcome:
     record: ResultRecord
 
 
+def preset(cfg: FewShotConfig) -> Preset | None:
+    """The preset ``cfg.config`` selects for this dataset (None = the card's defaults)."""
+    return resolve_preset(cfg.method, cfg.config, cfg.dataset, "fewshot")
+
+
 def _method_params(cfg: FewShotConfig, shots: int) -> dict[str, Any]:
-    params: dict[str, Any] = dict(cfg.method_params)  # --param: strict, checked by build
+    # preset values under --param (strict, checked by build) and the job's own options
+    params: dict[str, Any] = with_preset(preset(cfg), cfg.method_params)
     accepted = inspect.signature(get_method_class(cfg.method).__init__).parameters
     for key in ("metric", "backbone", "train_steps", "train_ways", "train_queries"):
         value = getattr(cfg, key)
@@ -132,16 +142,20 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
 
     train = None
     if probe.trainable and not cfg.checkpoint and probe.get_params().get("train_steps", 1) != 0:
-        train = _load_train(cfg, entry)
+        train = _load_train(cfg, entry, test)
         if train is None:
             raise UserError(f"{cfg.method} needs a training split and {cfg.dataset} has none; "
                             "pass --train-dataset NAME[:SPLIT] or --checkpoint")
     elif not probe.trainable:
         try:  # optional: e.g. NCM centres features on the meta-train mean when there is one
-            train = _load_train(cfg, entry)
+            train = _load_train(cfg, entry, test)
         except DataError:
             train = None
 
+    overlap: dict[str, Any] = {}  # recorded in every row when overlap is allowed
+    if cfg.allow_class_overlap:
+        overlap = {"allow_class_overlap": True,
+                   "shared_classes": len(shared_classes(train, test)) if train else 0}
     cache = None
     if cfg.feature_cache:
         cache = FeatureCache(Path(cfg.cache_dir)) if cfg.cache_dir else FeatureCache()
@@ -152,6 +166,9 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
         with Stopwatch() as sw:
             if cfg.checkpoint:
                 method = load_method(cfg.checkpoint, **_metric_overrides(cfg))
+                trained_on = getattr(method, "trained_on", None)
+                if trained_on is not None:  # the checkpoint's own meta-train classes
+                    check_disjoint_classes(trained_on, test, cfg.allow_class_overlap)
                 method.feature_cache = cache
                 fit_stats: dict[str, Any] = {"checkpoint": cfg.checkpoint}
             else:
@@ -170,7 +187,7 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
             check_features(feats)
             head = getattr(method, "geodesic", None)
             if head is not None and head.needs_train_pool and head.pool is None:
-                train = train if train is not None else _load_train(cfg, entry)
+                train = train if train is not None else _load_train(cfg, entry, test)
                 if train is None:
                     raise UserError("geo_pool with pool=train needs a meta-train split; pass "
                                     "--train-dataset or --metric-option pool=test")
@@ -196,10 +213,12 @@ def run_fewshot(cfg: FewShotConfig) -> list[FewShotOutcome]:
                 task=head.task if head is not None else "fewshot", dataset=cfg.dataset,
                 split=split, method=cfg.method,
                 setting=setting,
-                config={**method.get_params(), "fit": fit_stats,
+                config={**method.get_params(), "preset": "from checkpoint" if cfg.checkpoint
+                        else preset_label(preset(cfg)),
+                        "fit": fit_stats,
                         "dataset_options": cfg.dataset_options,
                         "train_dataset": cfg.train_dataset or "",
-                        "train_options": cfg.train_options, **extra},
+                        "train_options": cfg.train_options, **overlap, **extra},
                 metrics={"accuracy": Metric(result.mean, result.ci95, result.n)},
                 seed=cfg.seed, manifest_hash=episodes.hash, versions=versions,
                 git_revision=revision, device=device_name(device),
@@ -237,17 +256,26 @@ def _episode_lists(cfg: FewShotConfig, test: LabeledData,
     return lists
 
 
-def _load_train(cfg: FewShotConfig, entry: Any) -> LabeledData | None:
+def _load_train(cfg: FewShotConfig, entry: Any, test: LabeledData) -> LabeledData | None:
+    """The meta-train split (``--train-dataset``, the dataset's declared one, or its own
+    ``train`` split). The evaluated dataset's options (``-o image_size=...``) carry over to
+    a split of the same dataset, ``--train-option`` overriding them, so both are loaded
+    alike. A split that shares classes with the evaluated one is refused unless
+    ``allow_class_overlap`` (see :func:`check_disjoint_classes`)."""
     if cfg.train_dataset:
         name, _, split = cfg.train_dataset.partition(":")
-        return load_dataset(name, split or "train", cfg.data_root, **cfg.train_options)
-    if entry.train_dataset is not None:
+        split = split or "train"
+    elif entry.train_dataset is not None:
         name, split = entry.train_dataset
-        return load_dataset(name, split, cfg.data_root, **cfg.train_options)
-    if "train" in entry.splits:
-        return load_dataset(cfg.dataset, "train", cfg.data_root,
-                            **{**cfg.dataset_options, **cfg.train_options})
-    return None
+    elif "train" in entry.splits:
+        name, split = cfg.dataset, "train"
+    else:
+        return None
+    options = {**cfg.dataset_options, **cfg.train_options} if name == cfg.dataset \
+        else dict(cfg.train_options)
+    train = load_dataset(name, split, cfg.data_root, **options)
+    check_disjoint_classes(train, test, cfg.allow_class_overlap)
+    return train
 
 
 def _metric_overrides(cfg: FewShotConfig) -> dict[str, Any]:

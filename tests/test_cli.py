@@ -129,3 +129,37 @@ def test_fixed_episode_dataset_refuses_other_shots(tmp_path):
     res = run("fewshot", "-d", "omniglot-runs", "--data-root", omniglot, "-m", "ncm",
               "--shots", 5, "--store", tmp_path / "r.sqlite")
     assert res.exit_code == 2 and "fixed 20-way 1-shot" in res.output
+
+
+def test_leaderboard_show_and_export_tell_rows_apart(tmp_path, monkeypatch):
+    """Rows the old board labelled alike show what differs; a row measured on other
+    episodes is marked, ranked apart and explained under the table."""
+    import re
+
+    from protobench import cli
+    from protobench.leaderboard import Metric, ResultRecord
+
+    def rec(acc, options, manifest="ab" * 32):
+        return ResultRecord(
+            task="fewshot", dataset="omniglot", split="test", method="protonet",
+            setting={"ways": 5, "shots": 1, "queries": 15, "episodes": 1000},
+            config={"backbone": "conv4", "metric": "geodesic", "amp": True,
+                    "metric_options": options, "fit": {"checkpoint": "runs/h.pt"}},
+            metrics={"accuracy": Metric(acc, 0.01, 1000)}, seed=0, manifest_hash=manifest,
+            timestamp="2026-11-25T14:58:52+00:00")
+
+    store = tmp_path / "r.sqlite"
+    ResultStore(store).add_all([rec(0.65, None), rec(0.89, {"m": 128, "pool": "test"}),
+                                rec(0.99, {"m": 5}, manifest="cd" * 32)])
+    monkeypatch.setattr(cli.out, "width", 400)
+    shown = run("leaderboard", "show", "fewshot/omniglot", "--store", store)
+    assert shown.exit_code == 0, shown.output
+    assert "conv4 geodesic; checkpoint=runs/h.pt, metric_options.m=128, " \
+           "metric_options.pool=test" in shown.output
+    assert re.search(r"conv4 geodesic; checkpoint=runs/h\.pt +│", shown.output)  # defaults
+    assert "│ 1 † " in shown.output and "† cdcdcdcdcdcd (1 row)" in shown.output
+    assert "†: measured on other episodes" in shown.output
+    exported = run("leaderboard", "export", "--store", store, "--out", tmp_path / "lb")
+    assert exported.exit_code == 0, exported.output
+    md = (tmp_path / "lb" / "fewshot_omniglot.md").read_text()
+    assert "| 1 † | protonet | 99.00 ± 1.00 |" in md and "- †: measured on other" in md

@@ -15,7 +15,7 @@ import inspect
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,13 @@ from protobench.leaderboard.record import (
 from protobench.leaderboard.store import DEFAULT_STORE, ResultStore
 from protobench.methods import build_method, get_method_class, list_methods
 from protobench.methods.continual_base import ContinualMethod, input_shape
+from protobench.methods.presets import (
+    Preset,
+    preset_label,
+    resolve_preset,
+    with_preset,
+    with_preset_options,
+)
 from protobench.utils import resolve_device
 
 DEFAULT_RUNS = Path("runs") / "continual"
@@ -71,6 +78,7 @@ class ContinualConfig:
     plot: bool = True
     ood_score: str | None = None
     ood_score_params: dict[str, Any] = field(default_factory=dict)
+    config: str | None = None  # preset name, best, defaults; None = the dataset's preset
 
 
 @dataclass(frozen=True)
@@ -89,12 +97,17 @@ def default_run_dir(cfg: ContinualConfig) -> Path:
                            f"{cfg.class_order}-seed{cfg.seed}")
 
 
+def preset(cfg: ContinualConfig) -> Preset | None:
+    """The preset ``cfg.config`` selects for this dataset (None = the card's defaults)."""
+    return resolve_preset(cfg.method, cfg.config, cfg.dataset, TASK)
+
+
 def _method_params(cfg: ContinualConfig, in_shape: tuple[int, ...] | None) -> dict[str, Any]:
-    params: dict[str, Any] = dict(cfg.method_params)
     cls = get_method_class(cfg.method)
     if TASK not in cls.tasks:
         raise UserError(f"method {cfg.method!r} does not support {TASK}; continual methods: "
                         f"{', '.join(c.name for c in list_methods(TASK))}")
+    params: dict[str, Any] = with_preset(preset(cfg), cfg.method_params)
     accepted = inspect.signature(cls.__init__).parameters
     if cfg.epochs is not None:
         if "epochs" not in accepted:
@@ -144,6 +157,7 @@ def run_continual(cfg: ContinualConfig,
                   ) -> ContinualOutcome:
     """Run the job described by ``cfg`` (see the module docstring); ``on_warning`` receives
     advice found before training (e.g. :func:`few_steps_warning`)."""
+    cfg = replace(cfg, dataset_options=with_preset_options(preset(cfg), cfg.dataset_options))
     _build(cfg, None)  # names and parameters, before any data is read
     if cfg.ood_score is not None:
         from protobench.ood.scores import build_score
@@ -219,8 +233,9 @@ def _record(cfg: ContinualConfig, stream: ClassIncrementalStream, method: Contin
     return ResultRecord(
         task="continual", dataset=cfg.dataset, split=stream.test.split, method=cfg.method,
         setting=setting,
-        config={**method.get_params(), "dataset_options": cfg.dataset_options,
-                "stream": stream_info, "fit": fit, **config},
+        config={**method.get_params(), "preset": preset_label(preset(cfg)),
+                "dataset_options": cfg.dataset_options, "stream": stream_info, "fit": fit,
+                **config},
         metrics=metrics,
         seed=cfg.seed, manifest_hash=stream.hash, versions=package_versions(),
         git_revision=git_revision(), device=device_name(device),

@@ -127,6 +127,45 @@ class LabeledData:
 
 
 @dataclass(frozen=True)
+class ClassSet:
+    """The classes of a split without its samples (what a checkpoint records it was
+    trained on): enough to check class overlap later."""
+
+    name: str
+    split: str
+    class_names: tuple[str, ...]
+    readable_names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, data: LabeledData) -> ClassSet:
+        return cls(data.name, data.split, tuple(data.class_names), tuple(data.readable_names))
+
+
+def shared_classes(train: LabeledData | ClassSet, test: LabeledData | ClassSet) -> list[str]:
+    """Classes of ``test`` that ``train`` also holds, by class name or readable name."""
+    names, readable = set(train.class_names), set(train.readable_names)
+    return [c for c, r in zip(test.class_names, test.readable_names)
+            if c in names or r in readable]
+
+
+def check_disjoint_classes(train: LabeledData | ClassSet, test: LabeledData, allow: bool) -> None:
+    """Refuse meta-training (or centring, or tuning) on the evaluated classes.
+
+    Few-shot evaluation measures generalisation to classes never seen in training;
+    e.g. ``mnist``'s ``train`` split holds the very digits of its ``test`` split.
+    """
+    shared = shared_classes(train, test)
+    if shared and not allow:
+        shown = ", ".join(repr(c) for c in shared[:5]) + (" ..." if len(shared) > 5 else "")
+        raise UserError(
+            f"the meta-train data {train.name}:{train.split} share {len(shared)} of the "
+            f"{test.num_classes} evaluated classes of {test.name}:{test.split} ({shown}); "
+            "use a dataset with a few-shot class split (digits, omniglot, cifar-fs, fc100, "
+            "mini-imagenet), --train-dataset with disjoint classes, or --allow-class-overlap "
+            "to do it on purpose (recorded in the row)")
+
+
+@dataclass(frozen=True)
 class _SubsetSource:
     source: SampleSource
     keep: torch.Tensor

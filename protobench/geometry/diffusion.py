@@ -26,12 +26,19 @@ Conventions and departures (the card leaves them open):
 * kNN heuristic: ``eps = median_i dist(l_i, k-th other landmark)^2``; median heuristic:
   ``eps = median_{i != j} ||l_i - l_j||^2``;
 * eigenvector signs: the largest-magnitude entry of each ``V[:, l]`` is positive;
-* all eigenpairs are kept: ``m`` is chosen when coordinates are computed (explicitly, or by
+* all eigenpairs are stored: ``m`` is chosen when coordinates are computed (explicitly, or by
   the delta rule :func:`delta_rule`), since the first ``m`` coordinates of the full map are
   the ``m``-coordinate map;
+* non-positive eigenvalues are dropped: their coordinates are 0 (``lam_+^t``), for every
+  ``t``. ``lam^t`` of a negative ``lam`` is NaN for a non-integer ``t``; such eigenvalues
+  are round-off (about -1e-17 for a Gaussian kernel, which is PSD) or come from a kernel
+  that is not PSD (local scaling: e.g. -6e-4 on 60 Gaussian points in R^3, k = 7); their
+  ``|lam|^(2t)`` share of a diffusion distance is negligible at ``t >= 1``. Dropping them
+  at integer ``t`` too gives every ``t`` the same coordinates; ``lam`` itself stays the raw
+  spectrum;
 * degenerate inputs raise :class:`~protobench.errors.UserError`: fewer than ``m + 1``
   landmarks, duplicate landmarks, a bandwidth under which the kernel is (numerically) the
-  identity, non-finite values.
+  identity, non-finite values (landmarks, or diffusion coordinates: never NaN silently).
 """
 
 from __future__ import annotations
@@ -99,9 +106,9 @@ class DiffusionMap:
         return m
 
     def coords(self, m: int) -> torch.Tensor:
-        """Diffusion coordinates of the landmarks ``[..., M, m]`` = ``lam^t psi``."""
+        """Diffusion coordinates of the landmarks ``[..., M, m]`` = ``lam_+^t psi``."""
         m = self.check_m(m)
-        return self.lam[..., None, :m].pow(self.t) * self.psi[..., :m]
+        return check_finite(lam_power(self.lam[..., None, :m], self.t) * self.psi[..., :m])
 
     def log_kernel(self, x: torch.Tensor) -> torch.Tensor:
         """``log k_j(x)`` ``[..., B, M]`` for ``x [..., B, D]`` (float64, differentiable)."""
@@ -124,6 +131,21 @@ class DiffusionMap:
         """``log(mean_j k_j(x) + 1e-12)`` ``[..., B]``: kernel mass near the landmarks."""
         lk = torch.logsumexp(self.log_kernel(x), dim=-1) - math.log(self.n)
         return torch.logaddexp(lk, torch.full_like(lk, math.log(1e-12)))
+
+
+def lam_power(lam: torch.Tensor, p: float) -> torch.Tensor:
+    """``lam^p`` where ``lam > 0``, else 0: non-positive eigenvalues are dropped (module
+    docstring), so a non-integer ``p`` never meets a negative base."""
+    keep = lam > 0
+    return torch.where(keep, lam, torch.ones_like(lam)).pow(p) * keep
+
+
+def check_finite(coords: torch.Tensor, what: str = "diffusion coordinates") -> torch.Tensor:
+    """``coords``, or a UserError when any is NaN or inf (never an argmax over NaN)."""
+    if not bool(torch.isfinite(coords.detach()).all()):
+        raise UserError(f"{what} contain NaN or inf; check the embedded features for NaN/inf "
+                        "(landmarks are checked when the map is fitted)")
+    return coords
 
 
 def _check_landmarks(L: torch.Tensor) -> torch.Tensor:
@@ -227,21 +249,22 @@ def markov_matrix(dm: DiffusionMap) -> torch.Tensor:
 
 
 def delta_rule(lam: torch.Tensor, t: float, delta: float = 0.1) -> int:
-    """``max{l : |lam_l|^t > delta |lam_1|^t}`` (1-based count of kept coordinates, >= 1;
-    the largest count over a batch of maps ``lam [..., r]``)."""
-    a = lam.abs().pow(t)
+    """``max{l : lam_l^t > delta lam_1^t}`` over the positive eigenvalues (non-positive
+    ones are dropped; 1-based count of kept coordinates, >= 1; the largest count over a
+    batch of maps ``lam [..., r]``)."""
+    a = lam_power(lam, t)
     return max(1, int((a > delta * a[..., :1]).sum(-1).max()))
 
 
 def nystrom(x: torch.Tensor, dm: DiffusionMap, m: int) -> torch.Tensor:
-    """Diffusion coordinates ``[..., B, m]`` of ``x [..., B, D]``: ``lam^(t-1) (p(x) @ psi)``
-    (``x``'s leading dims match the map's batch dims).
+    """Diffusion coordinates ``[..., B, m]`` of ``x [..., B, D]``: ``lam_+^(t-1) (p(x) @ psi)``
+    (``x``'s leading dims match the map's batch dims; non-positive eigenvalues give 0).
 
     Computed in float64 and returned in ``x``'s dtype; differentiable in ``x``.
     """
     m = dm.check_m(m)
     p = dm.transition(x.to(torch.float64))
-    out = (p @ dm.psi[..., :m]) * dm.lam[..., None, :m].pow(dm.t - 1)
+    out = check_finite((p @ dm.psi[..., :m]) * lam_power(dm.lam[..., None, :m], dm.t - 1))
     return out.to(x.dtype) if x.dtype.is_floating_point else out
 
 

@@ -24,6 +24,10 @@ landmarks are re-embedded from the meta-train split every ``refresh`` episodes u
 detached; gradients flow into the encoder through the Nyström kernel rows only. Diffusion
 coordinates are bounded (convex hull of the landmarks' coordinates), so ``-d2/tau`` logits
 have a small range: train with a temperature below 1 (ProtoNet's ``temperature``, e.g. 0.1).
+
+Non-positive eigenvalues carry no coordinates (dropped, see :mod:`~protobench.geometry.diffusion`),
+so a non-integer ``t`` with a local-scaling kernel stays finite; coordinates and episode
+scores are checked finite before any argmax (a UserError, never a silent NaN accuracy).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from protobench.errors import UserError
 from protobench.geometry.diffusion import (
     BANDWIDTHS,
     DiffusionMap,
+    check_finite,
     delta_rule,
     distance_scale,
     fit_diffusion_map,
@@ -303,7 +308,7 @@ def evaluate_geodesic(head: GeodesicHead, features: torch.Tensor, episodes: Any,
     for idx in _chunks(idx_all, chunk):
         support = features[idx[:, :, :K]]  # [e, N, K, D]
         query = features[idx[:, :, K:].reshape(len(idx), -1)]  # [e, N*Q, D]
-        scores = head.episode_scores(support, query)
+        scores = check_finite(head.episode_scores(support, query), "geodesic episode scores")
         accs.append((scores.argmax(-1) == labels).double().mean(-1).cpu())
     acc = torch.cat(accs)
     mean, half = ci95(acc)

@@ -32,6 +32,7 @@ import torch
 
 from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import SampleSource
+from protobench.errors import check_input_shape
 from protobench.methods.base import Method
 
 Inputs = torch.Tensor | SampleSource
@@ -105,10 +106,12 @@ class ContinualMethod(Method, ABC):
 
     def _new_encoder(self, in_shape: tuple[int, ...]) -> bool:
         """Build the seeded encoder (``self.backbone``, ``self.seed``) for ``in_shape`` unless
-        one for that shape exists; True when it was built (the caller then resets what
-        depends on it: heads, prototypes, optimiser)."""
+        one exists; True when it was built (the caller then resets what depends on it:
+        heads, prototypes, optimiser). An existing encoder built for another shape is an
+        error (:func:`~protobench.errors.check_input_shape`), never replaced."""
         current = getattr(self, "encoder", None)
-        if current is not None and getattr(self, "in_shape", None) == tuple(in_shape):
+        if current is not None:  # trained or restored: never swapped for a fresh one
+            check_input_shape(self.name, getattr(self, "in_shape", None), in_shape)
             return False
         self.in_shape = tuple(in_shape)
         self.backbone_name, self.encoder = seeded_encoder(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from protobench.backbones import build_backbone, extract_features
 from protobench.datasets.base import LabeledData
-from protobench.errors import UserError
+from protobench.errors import UserError, check_input_shape
 from protobench.feature_cache import weights_hash
 from protobench.geometry.geodesic import check_metric_options
 from protobench.methods.base import FewShotMethod, register_method
@@ -43,9 +43,13 @@ class NCM(FewShotMethod):
         self.metric_options = metric_options
         self.geodesic = check_metric_options(metric, metric_options)
         self.encoder: torch.nn.Module | None = None
+        self.in_shape: tuple[int, ...] | None = None
         self.mean: torch.Tensor | None = None
 
     def _encoder(self, data: LabeledData) -> torch.nn.Module:
+        """The checkpoint's trained encoder, or a seeded ``backbone``; never replaced by a
+        fresh one when the data have another shape than the encoder's (an error instead)."""
+        in_shape = tuple(data.get(torch.tensor([0])).shape[1:])
         if self.encoder is None:
             if self.checkpoint:
                 from protobench.methods.base import load_method
@@ -54,9 +58,13 @@ class NCM(FewShotMethod):
                 self.encoder = getattr(trained, "encoder", None)
                 if self.encoder is None:
                     raise UserError(f"checkpoint {self.checkpoint} holds no encoder")
+                shape = getattr(trained, "in_shape", None)
+                self.in_shape = tuple(shape) if shape is not None else None
             else:
-                in_shape = tuple(data.get(torch.tensor([0])).shape[1:])
+                self.in_shape = in_shape
                 self.encoder = build_backbone(self.backbone, in_shape)
+        check_input_shape(f"ncm (checkpoint {self.checkpoint})" if self.checkpoint else "ncm",
+                          self.in_shape, in_shape)
         return self.encoder
 
     def fit(self, train: LabeledData | None, device: torch.device, steps: int | None = None,

@@ -51,7 +51,7 @@ from torch import nn
 
 from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import LabeledData
-from protobench.errors import UserError
+from protobench.errors import UserError, check_input_shape
 from protobench.methods.base import register_method
 from protobench.methods.palm_augment import paper_view, shift_noise_view
 from protobench.methods.palm_loss import PALMCriterion
@@ -277,6 +277,7 @@ class PALM(OODMethod):
         """Penultimate features ``h = f(x)`` ``[B, D]`` (before the projector), CPU float32."""
         if self.encoder is None:
             raise UserError("palm: no trained model; run fit or load a checkpoint first")
+        check_input_shape("palm", self.config_["in_shape"], x.shape[1:])
         encoder = self.encoder.to(device).eval()
         out = [encoder(self._normalise(x[lo:lo + batch_size].to(device))).float().cpu()
                for lo in range(0, len(x), batch_size)]

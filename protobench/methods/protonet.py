@@ -27,6 +27,7 @@ the episodes use every class (e.g. 5 on ``digits``), recorded in the run statist
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -34,8 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from protobench.backbones import build_backbone, extract_features
-from protobench.datasets.base import LabeledData
+from protobench.datasets.base import ClassSet, LabeledData
 from protobench.episodic.sampler import EpisodeSpec, episode_labels, sample_episodes
+from protobench.errors import check_input_shape
 from protobench.feature_cache import weights_hash
 from protobench.geometry.geodesic import GeodesicHead, check_metric_options, refresh_pool
 from protobench.geometry.metrics import get_metric
@@ -111,9 +113,14 @@ class ProtoNet(FewShotMethod):
         self.geodesic = check_metric_options(metric, metric_options)
         self.encoder: torch.nn.Module | None = None
         self.in_shape: tuple[int, ...] | None = None
+        self.trained_on: ClassSet | None = None  # meta-train classes, kept in checkpoints
 
     def _build(self, in_shape: tuple[int, ...]) -> torch.nn.Module:
-        if self.encoder is None or self.in_shape != tuple(in_shape):
+        """The encoder for inputs ``in_shape``: built (seeded) on first use; an encoder that
+        exists for another shape (trained, or loaded from a checkpoint) is never replaced."""
+        if self.encoder is not None:
+            check_input_shape("protonet", self.in_shape, in_shape)
+        else:
             torch.manual_seed(self.seed)  # reproducible default init
             self.in_shape = tuple(in_shape)
             self.encoder = build_backbone(self.backbone, self.in_shape)
@@ -125,6 +132,7 @@ class ProtoNet(FewShotMethod):
         if train is None or steps <= 0:
             return {"train_steps": 0}
         encoder = self._build(tuple(train.get(torch.tensor([0])).shape[1:])).to(device).train()
+        self.trained_on = ClassSet.of(train)
         ways = min(self.train_ways, train.num_classes)
         spec = EpisodeSpec(ways, self.train_shots, self.train_queries, steps, seed=self.seed)
         episodes, _ = sample_episodes(train, spec)  # [T, N, K+Q]
@@ -167,8 +175,15 @@ class ProtoNet(FewShotMethod):
     def state_dict(self) -> dict[str, Any]:
         if self.encoder is None:
             return {}
-        return {"in_shape": self.in_shape, "encoder": self.encoder.state_dict()}
+        trained_on = dataclasses.asdict(self.trained_on) if self.trained_on else None
+        return {"in_shape": self.in_shape, "encoder": self.encoder.state_dict(),
+                "trained_on": trained_on}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self._build(tuple(state["in_shape"])).load_state_dict(state["encoder"])
+            if state.get("trained_on"):
+                info = state["trained_on"]
+                self.trained_on = ClassSet(info["name"], info["split"],
+                                           tuple(info["class_names"]),
+                                           tuple(info["readable_names"]))

@@ -26,7 +26,7 @@ from torch import nn
 
 from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import LabeledData
-from protobench.errors import UserError
+from protobench.errors import UserError, check_input_shape
 from protobench.methods.base import register_method
 from protobench.ood.model import OODMethod
 from protobench.progress import training_bar
@@ -150,6 +150,7 @@ class CrossEntropyOOD(OODMethod):
                  batch_size: int = 512) -> torch.Tensor:
         """Penultimate features ``[B, D]`` (CPU float32), eval mode."""
         encoder, _ = self._check()
+        check_input_shape("ce", self.config_["in_shape"], x.shape[1:])
         encoder.to(device).eval()
         out = [encoder(self._normalise(x[lo:lo + batch_size].to(device))).float().cpu()
                for lo in range(0, len(x), batch_size)]

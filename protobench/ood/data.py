@@ -17,11 +17,23 @@ Near/far groups follow the OOD protocol card (section 4): CIFAR-10/100 -> near =
 CIFAR and TinyImageNet, far = MNIST, SVHN, Textures, Places365 (and LSUN, iSUN,
 FashionMNIST); other classes of the ID dataset itself are near-OOD (semantic shift only);
 every other dataset is far-OOD.
+
+Class overlap between ID and OOD (:func:`check_disjoint`) is checked by meaning, not only by
+exact name: the same dataset -> disjoint class ids; other datasets -> no OOD class that is an
+ID class by case-insensitive name, by digit (``digit 3`` = ``3`` = ``3 - three``) or by the
+curated table :data:`SEMANTIC_OVERLAP` (e.g. TinyImageNet ``tabby`` / ``Egyptian cat`` vs
+CIFAR-10 ``cat``, ``school bus`` vs CIFAR-100 ``bus``). An overlapping pair is REFUSED with
+a UserError that names the pairs and gives the OOD spec without those classes
+(``--ood tiny-imagenet:0-1,3-...``, from :func:`without_overlap`). OpenOOD instead drops
+the overlapping TinyImageNet images from its near-OOD lists; passing that spec does the
+same, and the row's ``setting`` and ``ood_counts`` then record which classes and how many
+images remain.
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,7 +162,8 @@ def load_ood(spec: SetSpec, id_shape: tuple[int, ...], root: str | Path | None,
 def check_disjoint(id_spec: SetSpec, id_names: tuple[str, ...], ood: SetSpec,
                    ood_names: tuple[str, ...]) -> None:
     """ID and OOD must share no class: same dataset -> disjoint class ids; other datasets ->
-    no class name in common (case-insensitive)."""
+    no OOD class that is an ID class by name or meaning (:func:`class_overlap`); else a
+    UserError naming the pairs and the OOD spec without them."""
     if ood.name == id_spec.name:
         a = set(id_spec.classes) if id_spec.classes is not None else None
         b = set(ood.classes) if ood.classes is not None else None
@@ -161,10 +174,145 @@ def check_disjoint(id_spec: SetSpec, id_names: tuple[str, ...], ood: SetSpec,
                             f"; give disjoint class subsets, e.g. --id {id_spec.name}:0-4 "
                             f"--ood {id_spec.name}:5-9")
         return
-    common = sorted({n.lower() for n in id_names} & {n.lower() for n in ood_names})
-    if common:
-        raise UserError(f"ID {id_spec.text} and OOD {ood.text} share classes "
-                        f"({', '.join(common[:5])}); restrict one side with NAME:CLASSES")
+    pairs = class_overlap(id_names, ood_names)
+    if not pairs:
+        return
+    shown = ", ".join(o if o.lower() == i.lower() else f"{o} ~ {i}" for _, o, i in pairs[:8])
+    more = f" and {len(pairs) - 8} more" if len(pairs) > 8 else ""
+    kept = without_overlap(ood, [j for j, _, _ in pairs], len(ood_names))
+    fix = (f"drop those classes with --ood {kept.text}" if kept.classes
+           else "every OOD class overlaps: choose another OOD set")
+    raise UserError(f"ID {id_spec.text} and OOD {ood.text} share classes: {len(pairs)} OOD "
+                    f"class(es) are ID classes by name or meaning ({shown}{more}); {fix}")
+
+
+def without_overlap(ood: SetSpec, drop: list[int], n_classes: int) -> SetSpec:
+    """``ood`` without the classes at positions ``drop`` of its ``n_classes`` loaded classes
+    (ids of the dataset's full class list, as ``NAME:CLASSES`` takes them)."""
+    ids = ood.classes if ood.classes is not None else tuple(range(n_classes))
+    gone = set(drop)
+    return SetSpec(ood.name, tuple(c for j, c in enumerate(ids) if j not in gone))
+
+
+# -- semantic class overlap ---------------------------------------------------------------
+# Curated by hand from the class names (OpenOOD's image lists could not be fetched here):
+# an OOD class overlaps an ID class when its images are valid images of the ID class (a
+# kind of it, or the same object); borderline cases (marked ~) count as overlapping, since
+# an ID-like class left in the OOD set inflates the FPR while a dropped one only shrinks it.
+# TinyImageNet classes are given as "wnid first-synonym-of-words.txt" (the loader's names;
+# the wnid is matched too, for a release without words.txt). Not overlapping on purpose:
+# koala (not a bear), cougar / lion vs CIFAR-10 cat (domestic cats only), gazelle / bighorn
+# vs deer, orangutan / baboon vs chimpanzee, slug / sea slug vs snail, go-kart, barn.
+# CIFAR-10 vs CIFAR-100 holds no pair: the CIFAR classes are mutually exclusive by design
+# (CIFAR-10's page: automobile = sedans, SUVs; truck = big trucks only; neither includes
+# pickup trucks), and OpenOOD's near-OOD lists keep the other CIFAR test set whole (as
+# recalled, not checked against its image lists).
+CIFAR10_TIN: dict[str, tuple[str, ...]] = {
+    "automobile": ("n02814533 beach wagon", "n03100240 convertible", "n03670208 limousine",
+                   "n04285008 sports car", "n03977966 police van"),  # ~ police van
+    "bird": ("n01855672 goose", "n02002724 black stork", "n02056570 king penguin",
+             "n02058221 albatross"),
+    "cat": ("n02123045 tabby", "n02123394 Persian cat", "n02124075 Egyptian cat"),
+    "dog": ("n02085620 Chihuahua", "n02094433 Yorkshire terrier", "n02099601 golden retriever",
+            "n02099712 Labrador retriever", "n02106662 German shepherd",
+            "n02113799 standard poodle"),
+    "frog": ("n01641577 bullfrog", "n01644900 tailed frog"),
+    "ship": ("n03662601 lifeboat", "n03447447 gondola"),  # ~ gondola
+    "truck": ("n03796401 moving van", "n03977966 police van"),  # ~ police van
+}
+CIFAR100_TIN: dict[str, tuple[str, ...]] = {
+    "aquarium_fish": ("n01443537 goldfish",),
+    "bear": ("n02132136 brown bear",),
+    "bee": ("n02206856 bee",),
+    "beetle": ("n02165456 ladybug",),
+    "bottle": ("n02823428 beer bottle", "n03937543 pill bottle", "n03983396 pop bottle"),
+    "bridge": ("n04311004 steel arch bridge", "n04366367 suspension bridge",
+               "n04532670 viaduct"),
+    "bus": ("n04146614 school bus", "n04487081 trolleybus"),
+    "butterfly": ("n02279972 monarch", "n02281406 sulphur butterfly"),
+    "camel": ("n02437312 Arabian camel",),
+    "cattle": ("n02403003 ox", "n02410509 bison"),  # ~ bison
+    "chair": ("n04099969 rocking chair",),
+    "chimpanzee": ("n02481823 chimpanzee",),
+    "cockroach": ("n02233338 cockroach",),
+    "crocodile": ("n01698640 American alligator",),  # ~ another crocodilian
+    "elephant": ("n02504458 African elephant",),
+    "keyboard": ("n03085013 computer keyboard",),
+    "lamp": ("n03637318 lampshade",),  # ~ its images show lamps
+    "lawn_mower": ("n03649909 lawn mower",),
+    "lion": ("n02129165 lion",),
+    "lobster": ("n01983481 American lobster", "n01984695 spiny lobster"),
+    "mountain": ("n09193705 alp",),
+    "mushroom": ("n07734744 mushroom",),
+    "orange": ("n07747607 orange",),
+    "plate": ("n07579787 plate",),
+    "rocket": ("n04008634 projectile",),  # "projectile, missile"
+    "sea": ("n09428293 seashore",),  # ~
+    "snail": ("n01944390 snail",),
+    "snake": ("n01742172 boa constrictor",),
+    "spider": ("n01774384 black widow", "n01774750 tarantula"),
+    "sweet_pepper": ("n07720875 bell pepper",),
+    "table": ("n03201208 dining table", "n03179701 desk"),
+    "telephone": ("n03902125 pay-phone",),
+    "tractor": ("n04465501 tractor",),
+    "train": ("n02917067 bullet train", "n03393912 freight car"),  # ~ freight car
+}
+SEMANTIC_OVERLAP: dict[str, tuple[str, ...]] = {**CIFAR10_TIN, **CIFAR100_TIN}
+"""ID class name -> the classes of other datasets that are the same thing (see above)."""
+
+_DIGIT = re.compile(r"(?:digit\s*)?(\d)(?:\s*-\s*[a-z]+)?")
+_WNID = re.compile(r"n\d{8}")
+
+
+def _norm(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").split())
+
+
+def _tokens(name: str) -> frozenset[str]:
+    """Normalised forms of a class name: lower case, ``_`` -> space, the first of its
+    comma-separated synonyms, without the loader's `` (wnid)`` suffix, its wnid, and
+    ``digit d`` for a digit class."""
+    low = _norm(name)
+    out = {low, low.split(",")[0].strip(), re.sub(r"\s*\(n\d{8}\)$", "", low)}
+    out.update(_WNID.findall(low))
+    digit = _DIGIT.fullmatch(low)
+    if digit:
+        out.add(f"digit {digit.group(1)}")
+    return frozenset(out)
+
+
+def _links() -> dict[str, frozenset[str]]:
+    """Every name of :data:`SEMANTIC_OVERLAP` -> the tokens it overlaps (both ways)."""
+    links: dict[str, set[str]] = {}
+    for key, others in SEMANTIC_OVERLAP.items():
+        for other in others:
+            wnid, _, name = other.partition(" ")
+            side = {wnid, _norm(name)}
+            links.setdefault(_norm(key), set()).update(side)
+            for t in side:
+                links.setdefault(t, set()).add(_norm(key))
+    return {k: frozenset(v) for k, v in links.items()}
+
+
+_LINKS = _links()
+
+
+def _related(tokens: frozenset[str]) -> frozenset[str]:
+    return tokens.union(*(_LINKS.get(t, frozenset()) for t in tokens))
+
+
+def class_overlap(id_names: tuple[str, ...] | list[str], ood_names: tuple[str, ...] | list[str]
+                  ) -> list[tuple[int, str, str]]:
+    """``(position, OOD name, ID name)`` of every OOD class that is an ID class by name,
+    by digit or by :data:`SEMANTIC_OVERLAP` (the first such ID class)."""
+    ids = [(name, _related(_tokens(name))) for name in id_names]
+    pairs = []
+    for j, name in enumerate(ood_names):
+        mine = _tokens(name)
+        hit = next((i for i, related in ids if related & mine), None)
+        if hit is not None:
+            pairs.append((j, name, hit))
+    return pairs
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from protobench.errors import UserError
+from protobench.errors import UserError, check_input_shape
 from protobench.leaderboard.record import (
     Metric,
     ResultRecord,
@@ -40,6 +40,13 @@ from protobench.leaderboard.record import (
 )
 from protobench.leaderboard.store import DEFAULT_STORE, ResultStore
 from protobench.methods import build_method, get_method_class, load_method
+from protobench.methods.presets import (
+    Preset,
+    preset_label,
+    resolve_preset,
+    with_preset,
+    with_preset_options,
+)
 from protobench.ood.data import (
     check_disjoint,
     load_id,
@@ -82,6 +89,7 @@ class OODConfig:
     store: str | None = str(DEFAULT_STORE)
     progress: bool = True
     plot: bool = True
+    config: str | None = None  # preset name, best, defaults; None = the ID dataset's preset
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,13 @@ def _scores(cfg: OODConfig, cls: type) -> tuple[tuple[str, ...], dict[str, dict[
     return scores, per_score
 
 
+def preset(cfg: OODConfig) -> Preset | None:
+    """The preset ``cfg.config`` selects for the ID dataset (None = the card's defaults)."""
+    return resolve_preset(cfg.method, cfg.config, parse_set(cfg.id).name, TASK)
+
+
 def _method_params(cfg: OODConfig, seed: int) -> dict[str, Any]:
-    params: dict[str, Any] = dict(cfg.method_params)
+    params: dict[str, Any] = with_preset(preset(cfg), cfg.method_params)
     accepted = inspect.signature(get_method_class(cfg.method).__init__).parameters
     if cfg.backbone is not None:
         params["backbone"] = cfg.backbone  # unknown to the method: build_method says so
@@ -125,6 +138,7 @@ def _method_params(cfg: OODConfig, seed: int) -> dict[str, Any]:
 def run_ood(cfg: OODConfig) -> OODOutcome:
     """Run the job described by ``cfg`` (see the module docstring)."""
     cls = get_method_class(cfg.method)
+    cfg = replace(cfg, dataset_options=with_preset_options(preset(cfg), cfg.dataset_options))
     probe = build_method(cfg.method, task=TASK, **_method_params(cfg, cfg.seed))
     if not isinstance(probe, OODMethod):
         raise UserError(f"method {cfg.method!r} is not an OOD method; see `protobench methods`")
@@ -166,6 +180,7 @@ def run_ood(cfg: OODConfig) -> OODOutcome:
                 method = load_method(cfg.checkpoint)
                 if not isinstance(method, OODMethod):
                     raise UserError(f"{cfg.checkpoint} holds no OOD method")
+                _check_checkpoint(cfg.checkpoint, method, train, id_shape)
                 fits.append({"checkpoint": cfg.checkpoint})
             else:
                 method = build_method(cfg.method, task=TASK, **_method_params(cfg, seed))
@@ -190,6 +205,17 @@ def run_ood(cfg: OODConfig) -> OODOutcome:
     if cfg.store:
         ResultStore(cfg.store).add_all(records)
     return OODOutcome(scores, per_seed, groups, counts, records, run_dir, plot)
+
+
+def _check_checkpoint(path: str, method: OODMethod, train: Any, id_shape: tuple[int, ...]
+                      ) -> None:
+    """A loaded model must have been trained for these ID inputs and classes."""
+    trained = getattr(method, "config_", {}) or {}
+    check_input_shape(f"{method.name} (checkpoint {path})", trained.get("in_shape"), id_shape)
+    classes = trained.get("num_classes")
+    if classes is not None and int(classes) != train.num_classes:
+        raise UserError(f"checkpoint {path} was trained on {classes} ID classes but --id "
+                        f"gives {train.num_classes}; pass the --id set it was trained on")
 
 
 def _records(cfg: OODConfig, id_text: str, test: Any, method: OODMethod,
@@ -217,7 +243,8 @@ def _records(cfg: OODConfig, id_text: str, test: Any, method: OODMethod,
         records.append(ResultRecord(
             task=TASK, dataset=id_text.split(":")[0], split=test.split,
             method=f"{cfg.method}+{s}", setting={"id": id_text, "ood": ",".join(counts)},
-            config={**params, "method": cfg.method, "score": s, "score_params": score_params[s],
+            config={**params, "preset": preset_label(preset(cfg)), "method": cfg.method,
+                    "score": s, "score_params": score_params[s],
                     "seeds": cfg.seeds, "epochs": cfg.epochs, "ood_counts": counts,
                     "groups": groups, "id_test_count": len(test),
                     "id_accuracy_source": per_seed[0].id_accuracy_source,

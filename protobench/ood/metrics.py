@@ -22,6 +22,15 @@ distinct score values, so tied samples always enter together.
   the KNN/CIDER ``order_stat`` (t = sorted(P)[round(0.05 n_P)], strict >) and Hendrycks'
   ``closest`` (the ROC point whose TPR is closest to the level).
 
+  Rank and TPR arithmetic is exact: ``level`` is read as the nearest fraction with a
+  denominator <= 10^6 (0.95 -> 19/20), because in floats ``(1 - 0.95) * 10`` is
+  0.5000000000000004 and rounds to rank 1 instead of the half-to-even rank 0. So
+  ``order_stat`` rounds ``(1 - level) n_P`` exactly (half to even, as Python's ``round``
+  on the card's ``0.05 * n``), ``roc_first`` needs ``tp >= ceil(level n_P)``, and an exact
+  tie in ``closest`` goes to the lower TPR (the first ROC point; what Hendrycks' float code
+  picks at 0.95). ``np.percentile`` is exact at integer virtual indices (checked for
+  n <= 200,000), so ``percentile`` keeps it.
+
 :class:`OODMetricState` accumulates scores over chunks and merges across processes
 (torchmetrics-style update / merge / compute); the metrics need every score, so the state
 is the score buffers themselves.
@@ -29,7 +38,9 @@ is the score buffers themselves.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -107,21 +118,32 @@ def fpr_at_tpr(id_scores: Scores, ood_scores: Scores, level: float = 0.95,
     if not 0 < level <= 1:
         raise UserError(f"TPR level {level} must be in (0, 1]")
     pos, neg = _oriented(id_scores, ood_scores, positive)
+    exact, n = exact_level(level), len(pos)
     if rule in ("roc_first", "closest"):
         _, tp, fp = _curve(pos, neg)
-        tpr = tp / len(pos)
         if rule == "roc_first":
-            i = int(np.argmax(tpr >= level - 1e-12))
-        else:
-            i = int(np.argmin(np.abs(tpr - level)))
+            i = int(np.argmax(tp >= math.ceil(exact * n)))
+        else:  # |tp/n - level| * n * den, in integers; argmin: first (lower TPR) on ties
+            gap = np.abs(tp.astype(np.int64) * exact.denominator - exact.numerator * n)
+            i = int(np.argmin(gap))
         return float(fp[i] / len(neg))
     if rule == "percentile":
-        t = np.percentile(pos, round(100 * (1 - level), 10))
+        t = np.percentile(pos, float(100 * (1 - exact)))
     elif rule == "order_stat":
-        t = np.sort(pos)[min(len(pos) - 1, round((1 - level) * len(pos)))]
+        t = np.sort(pos)[min(n - 1, order_stat_rank(n, level))]
     else:
         raise UserError(f"unknown FPR threshold rule {rule!r}; choose one of: {', '.join(RULES)}")
     return float(np.mean(neg > t))
+
+
+def exact_level(level: float) -> Fraction:
+    """``level`` as the nearest fraction with denominator <= 10^6 (0.95 -> 19/20)."""
+    return Fraction(float(level)).limit_denominator(10**6)
+
+
+def order_stat_rank(n: int, level: float = 0.95) -> int:
+    """KNN/CIDER rank ``round((1 - level) n)`` computed exactly, half to even (n=10 -> 0)."""
+    return round((1 - exact_level(level)) * n)
 
 
 def ood_metrics(id_scores: Scores, ood_scores: Scores, rule: str = "roc_first"

@@ -195,3 +195,58 @@ def test_partial_eigensolver_matches_the_full_one():
     assert (nystrom(x, part, 6) - nystrom(x, full, 6)).abs().max() <= 1e-10
     with pytest.raises(UserError, match="holds 6 eigenpairs"):
         part.coords(7)
+
+
+def local_scaling_reference(L: np.ndarray, k: int, alpha: float, t: float
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Section 2 with local scaling (``s_i`` = k-th smallest distance of row i, the 0 to
+    itself included) by numpy loops and scipy ``eigh``: ``(all eigenvalues, coordinates
+    lam^t psi of the non-trivial POSITIVE eigenpairs)``."""
+    import scipy.linalg
+
+    n = len(L)
+    d2 = np.array([[np.sum((L[i] - L[j]) ** 2) for j in range(n)] for i in range(n)])
+    s = np.sqrt(np.sort(d2, axis=1)[:, k - 1])
+    K = np.exp(-d2 / np.outer(s, s))
+    q = K.sum(1)
+    Ka = K / np.outer(q ** alpha, q ** alpha)
+    d = Ka.sum(1)
+    w, V = scipy.linalg.eigh(Ka / np.sqrt(np.outer(d, d)))
+    w, V = w[::-1], V[:, ::-1]
+    psi = V / np.sqrt(d / d.sum())[:, None]
+    keep = np.arange(n) >= 1  # the trivial lam_0 = 1 is dropped ...
+    keep &= w > 0  # ... and so are the non-positive eigenvalues
+    return w, w[keep] ** t * psi[:, keep]
+
+
+def _sq(c: np.ndarray) -> np.ndarray:
+    return ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+
+
+def test_negative_eigenvalues_are_dropped_at_non_integer_t():
+    L = gaussian(60, seed=8)
+    w, ref = local_scaling_reference(L.numpy(), k=7, alpha=1.0, t=1.5)
+    assert w.min() < -1e-4  # a local-scaling kernel is not PSD: lam_min ~ -6e-4 here
+    dm = fit_diffusion_map(L, bandwidth_rule="local", k=7, t=1.5)
+    coords = dm.coords(59)
+    assert torch.isfinite(coords).all()
+    assert np.abs(dm.lam.numpy() - w[1:]).max() <= 1e-12  # lam itself: the raw spectrum
+    # distances agree with the reference on the kept eigenpairs (sign-free comparison)
+    assert np.abs(sq_dists(coords, coords).numpy() - _sq(ref)).max() <= 1e-10
+    # Nyström at the landmarks is still exact, and the dropped coordinates are 0
+    assert (nystrom(L, dm, 59) - coords).abs().max() <= 1e-12
+    assert (coords[:, dm.lam <= 0] == 0).all()
+
+
+def test_non_finite_coordinates_are_an_error():
+    dm = fit_diffusion_map(gaussian(20), bandwidth_rule="local", k=5, t=2.5)
+    x = gaussian(3, seed=1)
+    x[1, 0] = float("nan")
+    with pytest.raises(UserError, match="NaN or inf"):
+        nystrom(x, dm, 4)
+
+
+def test_delta_rule_ignores_negative_eigenvalues():
+    lam = torch.tensor([0.9, 0.5, -0.95], dtype=torch.float64)
+    # positive part: .81, .25, 0 vs .1 * .81 -> 2 (|lam| would count the -0.95 as well)
+    assert delta_rule(lam, t=2, delta=0.1) == 2

@@ -3,6 +3,7 @@ section 7 with the card's margins (fixed seeds), and the training path."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,6 +19,7 @@ from protobench.geometry.geodesic import (
 from protobench.geometry.manifolds import as_data, swiss_roll, two_spirals
 from protobench.geometry.metrics import get_metric
 from protobench.methods.protonet import episode_loss
+from tests.geometry.test_diffusion import local_scaling_reference
 
 
 @pytest.fixture(autouse=True)
@@ -141,3 +143,35 @@ def test_per_episode_modes_score_each_episode_as_the_heads_do():
             pred = head.logits(s, q).argmax(1)
             want.append((pred == torch.arange(2).repeat_interleave(10)).double().mean())
         assert torch.allclose(res.accuracies, torch.stack(want))
+
+
+def test_episode_scores_stay_finite_with_local_scaling_at_non_integer_t():
+    # 60 landmarks per geo_trans episode under local scaling have negative eigenvalues;
+    # lam^1.5 was NaN there and the argmax over NaN scores returned accuracy 0.5 silently
+    g = torch.Generator().manual_seed(0)
+    x, y = two_spirals(600, g)
+    data = as_data(x, y, "spirals")
+    eps = make_episodes(data, EpisodeSpec(2, 10, 20, 4, 0))
+    support = data.x[eps.indices[:, :, :10]].double()  # [4, 2, 10, 2]
+    query = data.x[eps.indices[:, :, 10:].reshape(4, -1)].double()  # [4, 40, 2]
+    head = GeodesicHead({"mode": "geo_trans", "bandwidth": "local", "k": 7, "t": 1.5, "m": 59})
+    scores = head.episode_scores(support, query)
+    assert torch.isfinite(scores).all()
+    negative = 0
+    for e in range(4):  # reference: the points are the landmarks, so Nyström = coordinates
+        pts = torch.cat([support[e].reshape(20, 2), query[e]]).numpy()
+        w, c = local_scaling_reference(pts, k=7, alpha=1.0, t=1.5)
+        negative += int((w < 0).sum())
+        d2 = ((c[:, None] - c[None]) ** 2).sum(-1)
+        off = np.sort(d2[~np.eye(60, dtype=bool)])
+        tau = off[(len(off) - 1) // 2]  # torch.median: the lower middle value
+        protos = c[:20].reshape(2, 10, -1).mean(1)
+        want = -((c[20:, None] - protos[None]) ** 2).sum(-1) / tau
+        assert np.abs(scores[e].numpy() - want).max() <= 1e-8
+    assert negative > 0
+    res = evaluate_geodesic(head, data.x, eps)
+    labels = torch.arange(2).repeat_interleave(20)
+    assert torch.allclose(res.accuracies, (scores.argmax(-1) == labels).double().mean(-1))
+    geo_class = GeodesicHead({"mode": "geo_class", "bandwidth": "local", "k": 7, "t": 1.5,
+                              "m": 9})
+    assert torch.isfinite(geo_class.episode_scores(support, query)).all()

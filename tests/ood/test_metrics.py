@@ -1,5 +1,8 @@
 """OOD metrics vs the protocol card's worked vectors, scikit-learn and pytorch-ood."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +123,44 @@ def test_pytorch_ood_agrees():
         assert ours["aupr_in"] == pytest.approx(ref["AUPR-IN"], abs=1e-6)
         assert ours["aupr_out"] == pytest.approx(ref["AUPR-OUT"], abs=1e-6)
         assert ours["fpr95_ood_positive"] == pytest.approx(ref["FPR95TPR"], abs=1e-6)
+
+
+def test_order_stat_rank_at_an_exact_half():
+    # the card's KNN rule: t = sorted(I)[round(0.05 * 10)] = sorted(I)[0] = 1 (half to even),
+    # so OOD 1.5 and 3 are accepted (> t): 2/3. Float (1 - 0.95) * 10 = 0.5000000000000004
+    # rounded to rank 1 (t = 2) and gave 1/3.
+    ids = list(range(1, 11))
+    assert fpr_at_tpr(ids, [1.5, 0.5, 3], rule="order_stat") == pytest.approx(2 / 3, abs=1e-12)
+    assert round(0.05 * 10) == 0 and round(0.05 * 50) == 2  # the card's arithmetic
+
+
+def _naive_fpr(ids: list[int], ood: list[Fraction], level: Fraction, rule: str) -> Fraction:
+    """The card's four threshold rules (section 2) in exact rational arithmetic, by loops."""
+    n, x = len(ids), sorted(ids)
+    if rule == "order_stat":
+        t = Fraction(x[min(n - 1, round(n * (1 - level)))])
+        return Fraction(sum(o > t for o in ood), len(ood))
+    if rule == "percentile":  # numpy's default linear interpolation, exactly
+        h = (n - 1) * (1 - level)
+        lo = math.floor(h)
+        t = x[lo] + (h - lo) * (x[min(lo + 1, n - 1)] - x[lo])
+        return Fraction(sum(o > t for o in ood), len(ood))
+    points = []  # (TPR, FPR) at every distinct threshold, descending
+    for t in sorted(set(map(Fraction, ids)) | set(ood), reverse=True):
+        points.append((Fraction(sum(i >= t for i in ids), n),
+                       Fraction(sum(o >= t for o in ood), len(ood))))
+    if rule == "roc_first":
+        return next(f for tpr, f in points if tpr >= level)
+    return min(points, key=lambda p: abs(p[0] - level))[1]  # closest; ties: the first point
+
+
+@pytest.mark.parametrize("level", ["0.95", "0.9", "0.99", "0.8"])
+def test_threshold_rules_match_exact_arithmetic_over_n(level):
+    exact = Fraction(level)
+    for n in range(1, 81):
+        ids = list(range(1, n + 1))
+        ood = [Fraction(j, 2) for j in range(0, 2 * n + 3)]  # every rank boundary, ties too
+        for rule in RULES:
+            want = _naive_fpr(ids, ood, exact, rule)
+            got = fpr_at_tpr(ids, [float(o) for o in ood], float(level), rule=rule)
+            assert got == pytest.approx(float(want), abs=1e-12), (level, n, rule)
