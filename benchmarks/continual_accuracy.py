@@ -172,7 +172,8 @@ def run_dataset(name: str, setting: dict[str, Any], args: argparse.Namespace,
         methods[m] = {"params": params[m], "options": options[m], "runs": rows,
                       "preset": presets[m].label if presets[m] else "defaults",
                       **{k: spread([r[k] for r in rows]) for k in (*METRICS, "wall_time_s")}}
-    return {"options": setting["options"], "class_pool": "test half" if setting["pool"] else "all",
+    pool = "from the test half of the characters" if setting["pool"] else "all"
+    return {"options": setting["options"], "class_pool": pool,
             "stream": stream_info, "load_seconds": load_s, "methods": methods,
             "checks": checks(methods)}
 
@@ -262,7 +263,7 @@ def _markdown(out: dict[str, Any]) -> str:
     s = out["stream"]
     lines = [f"# Class-incremental accuracy on {out['dataset']} "
              f"({machine_line(out['machine'])})", "",
-             f"{s['classes']} classes ({out['class_pool']} of the characters) in "
+             f"{s['classes']} classes ({out['class_pool']}) in "
              f"{s['experiences']} experiences, {s['train_samples']} train / "
              f"{s['test_samples']} test images; each method with its preset (parameters and "
              f"input size in the table), seeds {out['seeds']}. Mean ± std "

@@ -87,16 +87,10 @@ def _conv4(in_shape: tuple[int, ...], hidden: int = 64) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """``in -> hidden -> out`` with a ReLU between; ``relu_out`` adds one after the last
-    layer, so features are non-negative like a ResNet's pooled post-ReLU features (what
-    methods that compare features by cosine to learnt vectors, e.g. NAPA-VQ, assume)."""
-
-    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128,
-                 relu_out: bool = False) -> None:
+    def __init__(self, in_dim: int, hidden: int = 256, out_dim: int = 128) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(),
-                                   nn.Linear(hidden, out_dim)]
-        self.net = nn.Sequential(*layers, *([nn.ReLU()] if relu_out else []))
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_dim, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, out_dim))
         self.out_dim = out_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,11 +100,6 @@ class MLP(nn.Module):
 @register_backbone("mlp")
 def _mlp(in_shape: tuple[int, ...], hidden: int = 256, out_dim: int = 128) -> nn.Module:
     return MLP(math.prod(in_shape), hidden, out_dim)
-
-
-@register_backbone("mlp-relu")
-def _mlp_relu(in_shape: tuple[int, ...], hidden: int = 256, out_dim: int = 128) -> nn.Module:
-    return MLP(math.prod(in_shape), hidden, out_dim, relu_out=True)
 
 
 class Identity(nn.Module):

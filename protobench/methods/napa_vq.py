@@ -32,6 +32,13 @@ Departures from the reference code (all behaviour-neutral or bug fixes):
 * inputs that are not square images cannot be rotated by 90 degrees: the rotation label
   augmentation is then off (``R = 1``, the card's section-7 setting for vectors);
 * torch is seeded per experience (the reference seeds only numpy), so runs reproduce.
+
+Presets (``napa-vq.yaml``): the defaults are the card's CIFAR recipe. On ``digits`` (2
+classes, ~230 images per experience: 4 steps of 64) that recipe leaves every new class at
+0% right after its experience, so the ``digits`` preset, chosen on validation streams by
+``benchmarks/select_presets.py``, trains at batch 16 with ``kd_weight=0.1`` (the card's
+L_KD is an unnormalised Frobenius norm whose weight the card notes depends on the batch),
+``protoaug_weight=1`` and ``temperature=0.5`` on 8x8 inputs.
 """
 
 from __future__ import annotations
