@@ -70,3 +70,21 @@ def test_continual_avalanche_quick(tmp_path):
         assert r["seconds"] > 0 and r["time_vs_plain"] > 0 and r["time_vs_protobench"] > 0
         assert len(r["accuracy_matrix"]) == out["stream"]["experiences"] == 5
     assert rows["plain"]["time_vs_plain"] == 1.0
+
+
+@pytest.mark.skipif(not OMNIGLOT.exists(), reason=f"real Omniglot files absent ({OMNIGLOT})")
+def test_omniglot_settings_are_chosen_on_characters_the_test_streams_never_use():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import omniglot_pools
+    from select_presets import omniglot_validation_stream
+
+    from protobench.datasets import load_dataset
+
+    data = load_dataset("omniglot", "all", OMNIGLOT, image_size=28, rotations="none")
+    val_pool, test_pool = omniglot_pools(data)
+    assert not set(val_pool) & set(test_pool)
+    assert sorted(val_pool + test_pool) == list(range(data.num_classes))
+    validation = omniglot_validation_stream(str(OMNIGLOT))
+    used = {validation.train.class_names[c] for c in range(validation.train.num_classes)}
+    test_names = {data.class_names[c] for c in test_pool}
+    assert len(used) >= 50 and not used & test_names
