@@ -33,9 +33,11 @@ demo: install
 # regenerates leaderboards/ (results.sqlite, *.md, *.csv) on purpose, into a fresh store,
 # from the commands in benchmarks/boards.py (about 1 h on 2 CPU cores)
 boards: install
-	$(BIN)/python benchmarks/boards.py $(BOARDS_ARGS)
+	$(BIN)/python -m benchmarks.boards $(BOARDS_ARGS)
 
+# the import contracts (layers, no cycles; pyproject.toml [tool.importlinter]) come first
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: machine description, peak-memory sampling."""
+"""Measuring helpers shared by the benchmarks: peak-memory sampling, a ``(x, y)`` dataset
+for the competitor libraries, the Omniglot validation/test character pools.
+
+Flags, threads, provenance and the result files belong to :mod:`benchmarks._harness`."""
 
 from __future__ import annotations
 
 import os
-import platform
 import threading
 import time
 from collections.abc import Callable
@@ -12,20 +14,6 @@ from typing import Any
 import torch
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
 
 
 def rss_bytes() -> int:
@@ -72,12 +60,6 @@ def measure(fn: Callable[[], Any], interval: float = 0.002) -> tuple[Any, float,
     return out, seconds, grown
 
 
-def machine_line(m: dict[str, Any]) -> str:
-    gpu = f", GPU {m['gpu']}" if m.get("gpu") else ", no GPU"
-    return (f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads){gpu}, "
-            f"torch {m['torch']}")
-
-
 OMNIGLOT_POOL_SEED = 2024
 
 
@@ -89,3 +71,20 @@ def omniglot_pools(data: Any) -> tuple[list[int], list[int]]:
     order = torch.randperm(data.num_classes, generator=gen).tolist()
     half = data.num_classes // 2
     return sorted(order[:half]), sorted(order[half:])
+
+
+class FeatureSet(torch.utils.data.Dataset):
+    """``(x_i, y_i)`` items of a ``LabeledData`` with ``get_labels()``: the dataset shape that
+    easyfsl's ``TaskSampler`` and learn2learn's ``MetaDataset`` take."""
+
+    def __init__(self, data: Any) -> None:
+        self.x, self.y = data.x, data.labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], self.y[i]
+
+    def get_labels(self) -> list[int]:
+        return self.y

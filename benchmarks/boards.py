@@ -8,16 +8,17 @@ and ``leaderboards/*.md|csv``; a run of some parts (``--parts``) leaves them in
 ``--work/leaderboards`` (``--install`` installs them anyway).
 
 The commands are ``make demo``'s (digits, each method with its digits preset), those of
-``benchmarks/omniglot.py`` (held-out alphabets and Lake's runs, the 4000- and
-3000-episode bf16 models) and ``benchmarks/geodesic.py`` (geodesic metrics on the
+``benchmarks.omniglot`` (held-out alphabets and Lake's runs, the 4000- and
+3000-episode bf16 models) and ``benchmarks.geodesic`` (geodesic metrics on the
 4000-episode model, with the ``m``, ``t`` and bandwidth it selected on meta-train
 episodes), written out as CLI calls. Methods without a preset for Omniglot run the
 cards' recipes (rows record ``preset: defaults``). The fp32 twins of the models and the
 ProtoNets trained with each metric stay in the benchmarks' own result files
-(``benchmarks/results/omniglot*.md``, ``geodesic.md``), not on the boards.
+(``benchmarks/results/omniglot*.md``, ``geodesic.md``), not on the boards. The log of a
+run (each command and its wall time) is recorded as ``--work/boards{,_quick}.{json,md}``.
 
-    python benchmarks/boards.py --dry-run          # the commands and their cost, nothing run
-    python benchmarks/boards.py --parts digits     # one part, into runs/boards only
+    python -m benchmarks.boards --dry-run          # the commands and their cost, nothing run
+    python -m benchmarks.boards --parts digits     # one part, into runs/boards only
     make boards                                    # everything: about 1 h on 2 CPU cores
 """
 
@@ -32,6 +33,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from benchmarks._harness import Benchmark, UsageError, main
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = ("digits", "omniglot-heldout", "omniglot-lake", "omniglot-geodesic")
@@ -98,7 +102,7 @@ def plan(work: Path, data_root: str) -> list[Step]:
     return steps
 
 
-def quick(step: Step) -> Step:
+def quick_step(step: Step) -> Step:
     """A smoke version of ``step``: 2 training episodes, 20 test episodes."""
     argv = list(step.argv)
     if "--train-steps" in argv:
@@ -128,29 +132,29 @@ def install(exports: Path, store: Path, out: Path) -> None:
     shutil.copyfile(store, out / "results.sqlite")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
     ap.add_argument("--data-root", default="../shared/data/omniglot", help="Omniglot files")
     ap.add_argument("--work", type=Path, default=Path("runs/boards"),
-                    help="fresh store, checkpoints and exports (git-ignored)")
-    ap.add_argument("--out", type=Path, default=Path("leaderboards"), help="committed boards")
+                    help="fresh store, checkpoints, exports and the run's log (git-ignored)")
     ap.add_argument("--install", action="store_true", help="install even a partial run")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
-    ap.add_argument("--quick", action="store_true",
-                    help="smoke run (2 training and 20 test episodes); never the committed boards")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any] | None:
+    """Run the plan's commands (``--quick``: 2 training and 20 test episodes each; never
+    into the committed boards); the log of the run is the record."""
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
-        ap.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        raise UsageError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     complete = set(parts) == set(PARTS)
-    to_install = (complete and not args.quick) or args.install
-    if args.quick and to_install and args.out.resolve() == (ROOT / "leaderboards").resolve():
-        ap.error("--quick boards never replace the committed ones; pass --out elsewhere")
+    to_install = (complete and not quick) or args.install
+    if quick and to_install and args.out.resolve() == (ROOT / "leaderboards").resolve():
+        raise UsageError("--quick boards never replace the committed ones; pass --out elsewhere")
 
     steps = [s for s in plan(args.work, args.data_root) if s.part in parts]
-    steps = [quick(s) for s in steps] if args.quick else steps
+    steps = [quick_step(s) for s in steps] if quick else steps
     store, exports = args.work / "results.sqlite", args.work / "leaderboards"
     total = sum(s.seconds for s in steps)
     print(f"{len(steps)} commands into {store}, about {_minutes(total)} on 2 CPU cores"
@@ -158,31 +162,52 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for s in steps:
             print(f"# {s.part}, ~{_minutes(s.seconds)}\n{s.shell}")
-        return 0
+        return None
 
     store.unlink(missing_ok=True)  # a fresh store: no row of an earlier run survives
     shutil.rmtree(exports, ignore_errors=True)
     exe = _protobench()
     t0 = time.perf_counter()
+    log = []
     for i, s in enumerate(steps, 1):
         print(f"[{i}/{len(steps)}] {s.part} (~{_minutes(s.seconds)}): {s.shell}", flush=True)
+        t = time.perf_counter()
         rc = subprocess.run([*exe, *s.argv[1:]]).returncode
         if rc != 0:
             print(f"boards: command {i} failed (exit {rc}); nothing installed, rows so far in "
                   f"{store}", file=sys.stderr)
-            return rc
+            raise SystemExit(rc)
+        log.append({"part": s.part, "command": s.shell, "estimated_seconds": s.seconds,
+                    "seconds": round(time.perf_counter() - t, 1)})
     rc = subprocess.run([*exe, "leaderboard", "export", "--store", str(store), "--out",
                          str(exports)]).returncode
     if rc != 0:
-        return rc
+        raise SystemExit(rc)
     if to_install:
         install(exports, store, args.out)
         print(f"boards: {args.out} regenerated in {_minutes(time.perf_counter() - t0)}")
     else:
-        why = "a --quick run" if args.quick else "a partial run"
+        why = "a --quick run" if quick else "a partial run"
         print(f"boards: {why}, not installed; boards in {exports}")
-    return 0
+    return {"parts": parts, "store": str(store), "exports": str(exports),
+            "installed_into": str(args.out) if to_install else None,
+            "total_seconds": round(time.perf_counter() - t0, 1), "steps": log}
 
+
+def markdown(out: dict[str, Any]) -> str:
+    where = (f"installed into `{out['installed_into']}`" if out["installed_into"]
+             else f"not installed; boards in `{out['exports']}`")
+    lines = ["# Boards regenerated", "",
+             f"Parts {', '.join(out['parts'])} into `{out['store']}`, {where}; "
+             f"{_minutes(out['total_seconds'])} in all.", "",
+             "| part | command | estimated | seconds |", "|---|---|---|---|"]
+    lines += [f"| {s['part']} | `{s['command']}` | {_minutes(s['estimated_seconds'])} "
+              f"| {s['seconds']:.0f} |" for s in out["steps"]]
+    return "\n".join(lines) + "\n"
+
+
+BENCHMARK = Benchmark("boards", __doc__, run, markdown, add_arguments, out=Path("leaderboards"),
+                      out_help="committed boards", records_in=lambda args: args.work)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main(BENCHMARK))

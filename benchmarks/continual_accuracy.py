@@ -2,7 +2,7 @@
 
 For each dataset, every method runs on the same stream with its preset for the dataset
 (``protobench/methods/<method>.yaml``, chosen on validation data by
-``benchmarks/select_presets.py``; ``--preset defaults`` runs the cards' recipes instead)
+``python -m benchmarks.select_presets``; ``--preset defaults`` runs the cards' recipes instead)
 and the same seed, for each of ``--seeds`` (the seed sets the class order, the initial
 weights and the batch order):
 
@@ -26,9 +26,9 @@ below joint. ``--store`` also writes one leaderboard row per run (board
 Results, one pair of files per dataset:
 ``benchmarks/results/continual_accuracy_<dataset>{,_quick}.{json,md}``.
 
-    python benchmarks/continual_accuracy.py --datasets digits
-    python benchmarks/continual_accuracy.py --datasets omniglot --data-root ../shared/data/omniglot
-    python benchmarks/continual_accuracy.py --quick    # smoke: 1 epoch, seed 0, Omniglot
+    python -m benchmarks.continual_accuracy --datasets digits
+    python -m benchmarks.continual_accuracy --datasets omniglot --data-root ../shared/data/omniglot
+    python -m benchmarks.continual_accuracy --quick    # smoke: 1 epoch, seed 0, Omniglot
                                                        # with 20 classes if the folder exists
 """
 
@@ -37,26 +37,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line, omniglot_pools  # noqa: E402
+from benchmarks._common import omniglot_pools
+from benchmarks._harness import Benchmark, UsageError, main
+from protobench.continual.stream import StreamSpec, build_stream, holdout_split
+from protobench.datasets import load_dataset
+from protobench.methods import build_method
+from protobench.methods.presets import resolve_preset
+from protobench.tasks import ResultStore
+from protobench.tasks.continual import ContinualConfig, continual_record
+from protobench.tasks.continual_run import run_stream
 
-from protobench.continual.job import ContinualConfig, _record  # noqa: E402
-from protobench.continual.run import run_stream  # noqa: E402
-from protobench.continual.stream import StreamSpec, build_stream, holdout_split  # noqa: E402
-from protobench.datasets import load_dataset  # noqa: E402
-from protobench.leaderboard.store import ResultStore  # noqa: E402
-from protobench.methods import build_method  # noqa: E402
-from protobench.methods.presets import resolve_preset  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 METHODS = ("finetune", "napa-vq", "prd", "joint")
 METRICS = ("average_incremental_accuracy", "final_accuracy", "average_forgetting")
 TEST_FRACTION = 0.2
@@ -88,7 +86,7 @@ def _pairs(text: str, flag: str) -> dict[str, str]:
     for item in filter(None, text.split(",")):
         key, sep, value = item.partition("=")
         if not sep or key not in ("digits", "omniglot"):
-            sys.exit(f"{flag} expects dataset=value (digits|omniglot), got {item!r}")
+            raise UsageError(f"{flag} expects dataset=value (digits|omniglot), got {item!r}")
         out[key] = value
     return out
 
@@ -100,7 +98,7 @@ def method_params(items: list[str]) -> dict[str, dict[str, Any]]:
         method, colon, rest = item.partition(":")
         key, eq, value = rest.partition("=")
         if not colon or not eq or not key:
-            sys.exit(f"--param expects method:key=value, got {item!r}")
+            raise UsageError(f"--param expects method:key=value, got {item!r}")
         out.setdefault(method, {})[key.replace("-", "_")] = yaml.safe_load(value)
     return out
 
@@ -166,7 +164,7 @@ def run_dataset(name: str, setting: dict[str, Any], args: argparse.Namespace,
                                       dataset_options=options[m],
                                       method_params=params[m], test_fraction=TEST_FRACTION,
                                       config=args.preset)
-                store.add_all([_record(cfg, stream, method, res, device)])
+                store.add_all([continual_record(cfg, stream, method, res, device)])
     methods = {}
     for m, rows in runs.items():
         methods[m] = {"params": params[m], "options": options[m], "runs": rows,
@@ -206,10 +204,7 @@ def checks(methods: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 seed")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--datasets", default="digits,omniglot")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2")
@@ -224,12 +219,13 @@ def main() -> None:
     ap.add_argument("--image-size", default="", help="dataset=size,... (e.g. digits=28)")
     ap.add_argument("--param", action="append", default=[],
                     help="method:key=value, repeatable (e.g. prd:relation_axis=samples)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--store", default=None, help="leaderboard file for one row per run")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> Iterator[tuple[str, dict[str, Any]]]:
+    """One record per dataset (``continual_accuracy_<dataset>``): separate runs of the
+    datasets do not clobber each other."""
+    if quick:  # smoke run: 1 epoch, 1 seed
         args.epochs, args.seeds, args.omniglot_classes = 1, "0", 20
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.methods = [m for m in args.methods.split(",") if m]
@@ -237,32 +233,26 @@ def main() -> None:
     settings = dataset_settings(args)
     unknown = [d for d in datasets if d not in settings]
     if unknown:
-        sys.exit(f"unknown dataset {unknown[0]!r}; choose from {', '.join(settings)}")
+        raise UsageError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(settings)}")
     skipped = {}
     if "omniglot" in datasets and not args.data_root.is_dir():
-        if not args.quick:
-            sys.exit(f"no Omniglot folder at {args.data_root}; pass --data-root")
+        if not quick:
+            raise UsageError(f"no Omniglot folder at {args.data_root}; pass --data-root")
         datasets.remove("omniglot")
         skipped["omniglot"] = f"no folder {args.data_root}"
     params = method_params(args.param)
     store = ResultStore(args.store) if args.store else None
     for name, why in skipped.items():
         print(f"{name} skipped: {why}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in datasets:  # one result file per dataset: separate runs do not clobber
-        out = {"machine": machine(), "quick": args.quick, "dataset": name,
-               "seeds": args.seeds, "methods": args.methods,
-               **run_dataset(name, settings[name], args, params, store)}
-        stem = f"continual_accuracy_{name}" + ("_quick" if args.quick else "")
-        (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
-        (args.out / f"{stem}.md").write_text(_markdown(out))
-        print(_markdown(out), flush=True)
+    for name in datasets:
+        yield f"continual_accuracy_{name}", {
+            "dataset": name, "seeds": args.seeds, "methods": args.methods,
+            **run_dataset(name, settings[name], args, params, store)}
 
 
-def _markdown(out: dict[str, Any]) -> str:
+def markdown(out: dict[str, Any]) -> str:
     s = out["stream"]
-    lines = [f"# Class-incremental accuracy on {out['dataset']} "
-             f"({machine_line(out['machine'])})", "",
+    lines = [f"# Class-incremental accuracy on {out['dataset']}", "",
              f"{s['classes']} classes ({out['class_pool']}) in "
              f"{s['experiences']} experiences, {s['train_samples']} train / "
              f"{s['test_samples']} test images; each method with its preset (parameters and "
@@ -283,5 +273,7 @@ def _markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("continual_accuracy", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

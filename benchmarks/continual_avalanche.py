@@ -27,41 +27,31 @@ Runners are interleaved, after one untimed warm-up each; we report the median ov
 
 Results: ``benchmarks/results/continual_avalanche{,_quick}.{json,md}``.
 
-    python benchmarks/continual_avalanche.py                 # full: 5 repeats
-    python benchmarks/continual_avalanche.py --quick         # smoke run
+    python -m benchmarks.continual_avalanche                 # full: 5 repeats
+    python -m benchmarks.continual_avalanche --quick         # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line  # noqa: E402
+from benchmarks._harness import Benchmark, main
+from protobench.backbones import build_backbone
+from protobench.continual.metrics import summarize
+from protobench.continual.stream import ClassIncrementalStream, StreamSpec, stream_from_dataset
+from protobench.methods import build_method
+from protobench.tasks.continual_run import experience_seed, run_stream
 
-from protobench.backbones import build_backbone  # noqa: E402
-from protobench.continual.metrics import summarize  # noqa: E402
-from protobench.continual.run import experience_seed, run_stream  # noqa: E402
-from protobench.continual.stream import (  # noqa: E402
-    ClassIncrementalStream,
-    StreamSpec,
-    stream_from_dataset,
-)
-from protobench.methods import build_method  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 CPU = torch.device("cpu")
 LR, WEIGHT_DECAY, LR_STEP, LR_GAMMA, TEMPERATURE = 1e-3, 2e-4, 45, 0.1, 0.1
 EVAL_BATCH = 512
@@ -189,10 +179,7 @@ def avalanche_runner(strategy_name: str) -> Callable[[Setup, Any], dict[str, Any
     return run
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 1 repeat")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=100, help="epochs per experience")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -201,11 +188,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lwf-alpha", type=float, default=1.0)
     ap.add_argument("--lwf-temperature", type=float, default=2.0)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:  # smoke run: 1 epoch, 1 repeat
         args.repeats, args.epochs = 1, 1
     warnings.filterwarnings("ignore", module="avalanche")
     stream = stream_from_dataset("digits", StreamSpec(5, seed=args.seed),
@@ -244,28 +230,22 @@ def main() -> None:
     for r in rows.values():
         r["time_vs_plain"] = r["seconds"] / rows["plain"]["seconds"]
         r["time_vs_protobench"] = r["seconds"] / rows["protobench"]["seconds"]
-    out = {"machine": machine(), "quick": args.quick, "dataset": "digits",
-           "stream": {"experiences": len(stream), "sizes": list(stream.sizes),
-                      "train_samples": len(stream.train), "test_samples": len(stream.test),
-                      "input_shape": list(stream.train.x.shape[1:])},
-           "backbone": args.backbone, "epochs": args.epochs, "batch_size": args.batch_size,
-           "seed": args.seed, "repeats": args.repeats, "lwf_alpha": args.lwf_alpha,
-           "lwf_temperature": args.lwf_temperature, "avalanche_import_seconds": import_s,
-           "export_seconds": export_s,
-           "same_matrix_as_plain": runs["protobench"][0]["accuracy_matrix"]
-           == runs["plain"][0]["accuracy_matrix"],
-           "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "continual_avalanche_quick" if args.quick else "continual_avalanche"
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return {"dataset": "digits",
+            "stream": {"experiences": len(stream), "sizes": list(stream.sizes),
+                       "train_samples": len(stream.train), "test_samples": len(stream.test),
+                       "input_shape": list(stream.train.x.shape[1:])},
+            "backbone": args.backbone, "epochs": args.epochs, "batch_size": args.batch_size,
+            "seed": args.seed, "repeats": args.repeats, "lwf_alpha": args.lwf_alpha,
+            "lwf_temperature": args.lwf_temperature, "avalanche_import_seconds": import_s,
+            "export_seconds": export_s,
+            "same_matrix_as_plain": runs["protobench"][0]["accuracy_matrix"]
+            == runs["plain"][0]["accuracy_matrix"],
+            "rows": rows}
 
 
-def _markdown(out: dict[str, Any]) -> str:
+def markdown(out: dict[str, Any]) -> str:
     s = out["stream"]
-    lines = [f"# One stream through protobench, a plain loop and avalanche "
-             f"({machine_line(out['machine'])})", "",
+    lines = ["# One stream through protobench, a plain loop and avalanche", "",
              f"digits, {s['experiences']} experiences of {s['sizes'][0]} classes, "
              f"{out['backbone']} on {tuple(s['input_shape'])}, {s['train_samples']} train / "
              f"{s['test_samples']} test images; {out['epochs']} epochs per experience, batch "
@@ -286,5 +266,7 @@ def _markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("continual_avalanche", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

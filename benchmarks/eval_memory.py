@@ -12,31 +12,33 @@ E-episode evaluation, i.e. the memory that scales with E, and the absolute peak.
 - ``stream``: ``evaluate_spec(features, data, spec)`` -- samples and scores one sampler
   chunk at a time; memory beyond the features is flat in E.
 
-    python benchmarks/eval_memory.py                 # 10k, 100k, 1M episodes
-    python benchmarks/eval_memory.py --quick
+    python -m benchmarks.eval_memory                 # 10k, 100k, 1M episodes
+    python -m benchmarks.eval_memory --quick
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line  # noqa: E402
+from benchmarks._harness import Benchmark, main
 
-RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]  # the folder holding the benchmarks package
 
 
 def child(mode: str, episodes: int, dim: int) -> dict:
     import torch
-    from fewshot_throughput import make_data
 
-    from protobench.episodic import EpisodeSpec, evaluate_episodes, evaluate_spec, make_episodes
+    from benchmarks.fewshot_throughput import make_data
+    from protobench.episodic import EpisodeSpec, make_episodes
+    from protobench.evaluation import evaluate_episodes, evaluate_spec
 
     data = make_data(dim)
 
@@ -59,37 +61,33 @@ def child(mode: str, episodes: int, dim: int) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--episodes", default="10000,100000,1000000")
     ap.add_argument("--dim", type=int, default=640)
     ap.add_argument("--child", nargs=2, metavar=("MODE", "EPISODES"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any] | None:
+    if args.child:  # one measurement, in a fresh process: its line goes to the parent
         print(json.dumps(child(args.child[0], int(args.child[1]), args.dim)))
-        return
-    if args.quick:
+        return None
+    if quick:
         args.episodes = "1000,5000"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     rows = []
     for mode in ("list", "stream"):
         for e in args.episodes.split(","):
-            proc = subprocess.run([sys.executable, __file__, "--child", mode, e,
-                                   "--dim", str(args.dim)], capture_output=True, text=True,
-                                  check=True)
+            proc = subprocess.run([sys.executable, "-m", "benchmarks.eval_memory", "--child",
+                                   mode, e, "--dim", str(args.dim)], capture_output=True,
+                                  text=True, check=True, env=env)
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    out = {"machine": machine(), "dim": args.dim, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "eval_memory_quick" if args.quick else "eval_memory"
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return {"dim": args.dim, "rows": rows}
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# Evaluation peak memory vs episode count ({machine_line(out['machine'])})", "",
+def markdown(out: dict) -> str:
+    lines = ["# Evaluation peak memory vs episode count", "",
              f"5-way 5-shot 15-query, D = {out['dim']}, features "
              f"{out['rows'][0]['features_mb']:.0f} MB; growth = peak RSS during evaluation "
              "minus the peak before it (after a 5,000-episode warm-up); RSS ratio = process "
@@ -106,5 +104,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("eval_memory", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

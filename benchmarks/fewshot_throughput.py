@@ -18,29 +18,29 @@ Each library runs enough episodes to last ``--min-seconds``; we report the media
 episodes/s over ``--repeats`` runs and the ratio to each competitor. Sampler-only throughput
 is measured the same way. Results: ``benchmarks/results/fewshot_throughput{,_quick}.{json,md}``.
 
-    python benchmarks/fewshot_throughput.py            # full: D=512 and 640, 5w1s and 5w5s
-    python benchmarks/fewshot_throughput.py --quick    # smoke run
+    python -m benchmarks.fewshot_throughput            # full: D=512 and 640, 5w1s and 5w5s
+    python -m benchmarks.fewshot_throughput --quick    # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchmarks._common import FeatureSet
+from benchmarks._harness import Benchmark, main
 from protobench.datasets.base import LabeledData
-from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes
+from protobench.episodic import EpisodeSpec, make_episodes
+from protobench.evaluation import evaluate_episodes
 
-RESULTS = Path(__file__).parent / "results"
 CLASSES, PER_CLASS, QUERIES = 20, 600, 15
 
 
@@ -64,20 +64,6 @@ def ours_sampler(data: LabeledData, ways: int, shots: int, n: int, seed: int) ->
 
 
 # --- easyfsl ------------------------------------------------------------------------------
-class _FeatureSet(torch.utils.data.Dataset):
-    def __init__(self, data: LabeledData) -> None:
-        self.x, self.y = data.x, data.labels.tolist()
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
-
-    def get_labels(self) -> list[int]:
-        return self.y
-
-
 @contextmanager
 def _sampler_accepts_data_source():
     """easyfsl 1.5 passes data_source= to Sampler.__init__, removed in torch 2.10."""
@@ -100,7 +86,7 @@ def _easyfsl_sampler(data: LabeledData, ways: int, shots: int, n: int, seed: int
 
     random.seed(seed)
     with _sampler_accepts_data_source():
-        return TaskSampler(_FeatureSet(data), n_way=ways, n_shot=shots, n_query=QUERIES,
+        return TaskSampler(FeatureSet(data), n_way=ways, n_shot=shots, n_query=QUERIES,
                            n_tasks=n)
 
 
@@ -110,7 +96,7 @@ def easyfsl(data: LabeledData, ways: int, shots: int, n: int, seed: int) -> floa
     model = PrototypicalNetworks(nn.Identity()).eval()
     correct = total = 0
     sampler = _easyfsl_sampler(data, ways, shots, n, seed)
-    loader = torch.utils.data.DataLoader(_FeatureSet(data), batch_sampler=sampler,
+    loader = torch.utils.data.DataLoader(FeatureSet(data), batch_sampler=sampler,
                                          collate_fn=sampler.episodic_collate_fn, num_workers=0)
     with torch.no_grad():
         for s, sl, q, ql, _ in loader:
@@ -130,7 +116,7 @@ def easyfsl_sampler(data: LabeledData, ways: int, shots: int, n: int, seed: int)
 def _l2l_taskset(data: LabeledData, ways: int, shots: int, load: bool = True):
     import learn2learn as l2l
 
-    meta = l2l.data.MetaDataset(_FeatureSet(data))
+    meta = l2l.data.MetaDataset(FeatureSet(data))
     tf = [l2l.data.transforms.NWays(meta, ways),
           l2l.data.transforms.KShots(meta, shots + QUERIES)]
     if load:
@@ -192,22 +178,18 @@ def timed(fn: Callable[..., float], data, ways, shots, min_seconds, repeats, see
             "accuracy": acc}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + Markdown")
-    ap.add_argument("--quick", action="store_true")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--min-seconds", type=float, default=5.0)
     ap.add_argument("--dims", default="512,640")
-    args = ap.parse_args()
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:
         args.repeats, args.min_seconds, args.dims = 1, 0.2, "640"
     libs = {"protobench": (ours, ours_sampler), "easyfsl": (easyfsl, easyfsl_sampler),
             "learn2learn": (learn2learn, learn2learn_sampler)}
-    out = {"machine": f"{platform.processor() or platform.machine()}, "
-                      f"{torch.get_num_threads()} torch threads",
-           "torch": torch.__version__, "repeats": args.repeats,
-           "min_seconds": args.min_seconds, "rows": []}
+    out: dict[str, Any] = {"repeats": args.repeats, "min_seconds": args.min_seconds, "rows": []}
     for dim in [int(d) for d in args.dims.split(",")]:
         data = make_data(dim)
         for ways, shots in ((5, 1), (5, 5)):
@@ -222,11 +204,7 @@ def main() -> None:
                     row[f"x_{name}"] = ours_rate / row[name]["median_eps_per_s"]
                 out["rows"].append(row)
                 print(_line(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "fewshot_throughput_quick" if args.quick else "fewshot_throughput"
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return out
 
 
 def _line(row: dict) -> str:
@@ -235,8 +213,8 @@ def _line(row: dict) -> str:
                         for k in ("protobench", "easyfsl", "learn2learn")))
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# Frozen-feature episodes/s ({out['machine']}, torch {out['torch']})", "",
+def markdown(out: dict) -> str:
+    lines = ["# Frozen-feature episodes/s", "",
              f"Median of {out['repeats']} runs, each at least {out['min_seconds']} s; "
              f"{QUERIES} queries per class; {CLASSES} classes x {PER_CLASS} samples.", "",
              "| D | setting | measured | protobench | easyfsl | learn2learn | x easyfsl "
@@ -254,5 +232,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("fewshot_throughput", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

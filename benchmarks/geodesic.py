@@ -4,7 +4,7 @@
     geo_pool, m = 1 and 2) with the negative control (global median bandwidth), and the
     swiss roll (T4, m = 4); euclidean = class means of the raw points, same episodes.
 (b) real Omniglot features of the trained Conv-4 (the checkpoint written by
-    ``benchmarks/omniglot.py``, else a fresh ``--steps`` training): euclidean vs geo_pool
+    ``python -m benchmarks.omniglot``, else a fresh ``--steps`` training): euclidean vs geo_pool
     (landmarks from the meta-train split) 5-way 1-shot and 5-shot with 95% CIs, through
     ``run_fewshot`` (the code path of ``protobench fewshot``), so every row lands on the
     leaderboard; pool, m and t are also selected on meta-train episodes (card section 5
@@ -15,34 +15,32 @@
 Results: ``benchmarks/results/geodesic.{json,md}``. Labelled "GeoProto-style
 (reconstructed)": the paper's method section was not available.
 
-    python benchmarks/geodesic.py --data-root ../shared/data/omniglot          # full
-    python benchmarks/geodesic.py --quick                                     # smoke
+    python -m benchmarks.geodesic --data-root ../shared/data/omniglot          # full
+    python -m benchmarks.geodesic --quick                                     # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line  # noqa: E402
+from benchmarks._harness import Benchmark, main
+from protobench.datasets.synthetic import as_data, swiss_roll, two_spirals
+from protobench.episodic import EpisodeSpec, make_episodes
+from protobench.evaluation import evaluate_episodes, evaluate_geodesic
+from protobench.geometry import GeodesicHead
 
-from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes  # noqa: E402
-from protobench.geometry.geodesic import GeodesicHead, evaluate_geodesic  # noqa: E402
-from protobench.geometry.manifolds import as_data, swiss_roll, two_spirals  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 CKPT = Path("runs/omniglot/heldout_1shot.pt")
 
 
 def synthetic(episodes: int, seed: int) -> list[dict]:
-    cases = [("T1 spirals", two_spirals, 400, 2, 50, {"m": 1}, "geo >= 0.90 (5-shot), euclid <= 0.70"),
-             ("T1 spirals", two_spirals, 400, 2, 50, {"m": 2}, "geo >= 0.90 (5-shot), euclid <= 0.70"),
+    spirals = "geo >= 0.90 (5-shot), euclid <= 0.70"
+    cases = [("T1 spirals", two_spirals, 400, 2, 50, {"m": 1}, spirals),
+             ("T1 spirals", two_spirals, 400, 2, 50, {"m": 2}, spirals),
              ("T1 negative control", two_spirals, 400, 2, 50, {"m": 1, "bandwidth": "median"},
               "geo - euclid < 0.05"),
              ("T4 swiss roll", swiss_roll, 800, 4, 30, {"m": 4}, "card: +0.17 / +0.18")]
@@ -74,7 +72,7 @@ def _margin(name: str, shots: int, eu: float, geo: float) -> bool | None:
 
 
 def omniglot(args: argparse.Namespace) -> list[dict]:
-    from protobench.fewshot import FewShotConfig, run_fewshot
+    from protobench.tasks.fewshot import FewShotConfig, run_fewshot
 
     ckpt = Path(args.checkpoint)
     base = {"dataset": "omniglot", "method": "protonet", "ways": 5, "seed": args.seed,
@@ -121,7 +119,7 @@ def omniglot(args: argparse.Namespace) -> list[dict]:
 def trained(args: argparse.Namespace) -> list[dict]:
     """ProtoNet trained WITH the geodesic metric (gradients through Nyström) vs trained with
     squared euclidean, same episodes and steps; each evaluated with its own metric."""
-    from protobench.fewshot import FewShotConfig, run_fewshot
+    from protobench.tasks.fewshot import FewShotConfig, run_fewshot
 
     rows = []
     for metric, opts in (("sqeuclidean", {}), ("geodesic", {"m": 128, "t": 1})):
@@ -193,11 +191,11 @@ def cost(args: argparse.Namespace) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data-root", default="../shared/data/omniglot")
     ap.add_argument("--checkpoint", default=str(CKPT))
-    ap.add_argument("--steps", type=int, default=3000, help="training episodes without a checkpoint")
+    ap.add_argument("--steps", type=int, default=3000,
+                    help="training episodes without a checkpoint")
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--synthetic-episodes", type=int, default=1000)
     ap.add_argument("--cost-episodes", type=int, default=10000)
@@ -208,14 +206,14 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=1000,
                     help="training episodes of the 'train' part")
     ap.add_argument("--store", default="leaderboards/results.sqlite")
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
-    args = ap.parse_args()
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:  # tiny run for CI smoke tests
         args.synthetic_episodes, args.cost_episodes, args.repeats = 20, 200, 1
         args.parts = args.parts.replace("omniglot", "").strip(",")
-    out: dict = {"machine": machine(), "label": "GeoProto-style (reconstructed)",
-                 "note": "shared 2-core machine, other jobs running; one run at a time"}
+    out: dict[str, Any] = {"label": "GeoProto-style (reconstructed)",
+                           "note": "shared 2-core machine, other jobs running; one run at a time"}
     if "synthetic" in args.parts:
         out["synthetic"] = synthetic(args.synthetic_episodes, args.seed)
     if "omniglot" in args.parts:
@@ -224,16 +222,12 @@ def main() -> None:
         out["cost"] = cost(args)
     if "train" in args.parts:
         out["trained"] = trained(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "geodesic_quick" if args.quick else "geodesic"
-    (args.out / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{name}.md").write_text(markdown(out))
-    print(markdown(out))
+    return out
 
 
 def markdown(out: dict) -> str:
-    lines = [f"# Geodesic (GeoProto-style, reconstructed) vs euclidean — "
-             f"{machine_line(out['machine'])}", "", f"_{out['note']}_", ""]
+    lines = ["# Geodesic (GeoProto-style, reconstructed) vs euclidean", "",
+             f"_{out['note']}_", ""]
     if "synthetic" in out:
         lines += ["## Synthetic manifolds (geo_pool, accuracy %, 95% CI)", "",
                   "| case | options | setting | episodes | euclidean | geodesic | margin | met |",
@@ -279,5 +273,7 @@ def markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("geodesic", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

@@ -9,65 +9,62 @@
    20-way one-shot runs (all_runs.zip); report the mean error over the 20 runs.
 
 Every evaluation goes through ``run_fewshot`` (the code path of ``protobench fewshot``)
-and lands on the leaderboard (``--store``). Results: ``benchmarks/results/omniglot.{json,md}``.
+and lands on the leaderboard (``--store``). Results: ``benchmarks/results/omniglot.{json,md}``
+(``omniglot_<parts>_<sources>`` when ``--parts`` or ``--lake-sources`` differ).
 
-    python benchmarks/omniglot.py --data-root ../shared/data/omniglot            # full
-    python benchmarks/omniglot.py --data-root ../shared/data/omniglot --quick    # smoke
+    python -m benchmarks.omniglot --data-root ../shared/data/omniglot            # full
+    python -m benchmarks.omniglot --data-root ../shared/data/omniglot --quick    # smoke
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
+from typing import Any
 
-import torch
+from benchmarks._harness import Benchmark, main
+from protobench.tasks.fewshot import FewShotConfig, run_fewshot
 
-from protobench.fewshot import FewShotConfig, run_fewshot
-
-RESULTS = Path(__file__).parent / "results"
 LAKE_SOURCES = "images_background_small1,images_background_small2"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data-root", default="../shared/data/omniglot")
     ap.add_argument("--steps", type=int, default=3000, help="training episodes (held-out run)")
-    ap.add_argument("--lake-steps", type=int, default=2000, help="training episodes per Lake run")
+    ap.add_argument("--lake-steps", type=int, default=2000,
+                    help="training episodes per Lake run")
     ap.add_argument("--episodes", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parts", default="heldout,lake", help="which protocols to run")
     ap.add_argument("--lake-sources", default=LAKE_SOURCES)
     ap.add_argument("--store", default="leaderboards/results.sqlite")
     ap.add_argument("--checkpoints", default="runs/omniglot")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder for JSON + Markdown")
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast for the encoder")
-    ap.add_argument("--quick", action="store_true", help="tiny run for CI smoke tests")
-    args = ap.parse_args()
-    if args.quick:
-        args.steps, args.lake_steps, args.episodes = 5, 5, 20
-    out: dict = {"machine": f"{platform.machine()} {torch.get_num_threads()} threads",
-                 "torch": torch.__version__, "steps": args.steps, "amp": args.amp,
-                 "lake_steps": args.lake_steps, "episodes": args.episodes, "results": []}
-    ckpt = Path(args.checkpoints)
 
+
+def stem(args: argparse.Namespace) -> str:
+    """``omniglot``, plus the parts and Lake sources when they are not the defaults."""
+    name = "omniglot"
+    if args.parts != "heldout,lake":
+        name += "_" + args.parts.replace(",", "_")
+    if "lake" in args.parts and args.lake_sources != LAKE_SOURCES:
+        name += "_" + args.lake_sources.replace("images_background_", "").replace(",", "_")
+    return name
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:
+        args.steps, args.lake_steps, args.episodes = 5, 5, 20
+    out: dict[str, Any] = {"steps": args.steps, "amp": args.amp, "lake_steps": args.lake_steps,
+                           "episodes": args.episodes, "results": []}
+    ckpt = Path(args.checkpoints)
     if "heldout" in args.parts:
         _heldout(args, ckpt, out)
     if "lake" in args.parts:
         for source in args.lake_sources.split(","):
             _lake(args, ckpt, out, source)
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "omniglot_quick" if args.quick else "omniglot"
-    if args.parts != "heldout,lake":
-        name += "_" + args.parts.replace(",", "_")
-    if "lake" in args.parts and args.lake_sources != LAKE_SOURCES:
-        name += "_" + args.lake_sources.replace("images_background_", "").replace(",", "_")
-    (args.out / f"{name}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{name}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return out
 
 
 def _heldout(args: argparse.Namespace, ckpt: Path, out: dict) -> None:
@@ -114,8 +111,8 @@ def _row(protocol: str, o) -> dict:
             "manifest": o.record.manifest_hash}
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# ProtoNet Conv-4 on Omniglot ({out['machine']}, torch {out['torch']})", "",
+def markdown(out: dict) -> str:
+    lines = ["# ProtoNet Conv-4 on Omniglot", "",
              f"Training: {out['steps']} episodes (held-out), {out['lake_steps']} per Lake model;"
              " 60-way 1-shot 5-query"
              + (", encoder in bfloat16 autocast." if out.get("amp") else ", float32."), "",
@@ -132,5 +129,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("omniglot", __doc__, run, markdown, add_arguments, stem=stem)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

@@ -9,32 +9,28 @@ classifier head, so no MSP / max-logit / energy), with the mean, standard deviat
 Student-t 95% CI over seeds of AUROC, both FPR@95 conventions and AUPR-In / -Out.
 ID accuracy: CE's classifier; PALM's nearest class mean (cosine) on its features.
 
-    python benchmarks/ood_digits.py            # 3 seeds, 50 epochs
-    python benchmarks/ood_digits.py --epochs 200 --tag _200ep
-    python benchmarks/ood_digits.py --quick    # smoke run (digits pair, 2 seeds, 1 epoch)
+    python -m benchmarks.ood_digits            # 3 seeds, 50 epochs
+    python -m benchmarks.ood_digits --epochs 200 --tag _200ep
+    python -m benchmarks.ood_digits --quick    # smoke run (digits pair, 2 seeds, 1 epoch)
 
-Results: ``benchmarks/results/ood_digits{,_quick,<tag>}.{json,md}``.
+Results: ``benchmarks/results/ood_digits<tag>{,_quick}.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line  # noqa: E402
+from benchmarks._harness import Benchmark, main
+from protobench.evaluation.stats import mean_ci95
+from protobench.methods import get_method_class
+from protobench.ood.metrics import METRIC_NAMES
+from protobench.tasks.ood import OODConfig, run_ood
 
-from protobench.methods import get_method_class  # noqa: E402
-from protobench.ood.job import OODConfig, run_ood  # noqa: E402
-from protobench.ood.metrics import METRIC_NAMES  # noqa: E402
-from protobench.ood.report import mean_ci95  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
 SCORES = {"palm": ("ssd", "mahalanobis-centred", "knn", "mahalanobis", "prototype"),
           "ce": ("msp", "max-logit", "energy", "knn", "mahalanobis", "ssd",
@@ -74,32 +70,28 @@ def run_pair(id_set: str, ood_set: str, roots: dict, epochs: int, seeds: int) ->
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--omniglot-root", type=Path, default=OMNIGLOT)
     ap.add_argument("--tag", default="", help="suffix of the result files")
-    args = ap.parse_args()
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
     pairs = [("digits:0-4", "digits:5-9", {})]
     notes = []
-    if args.quick:
+    if quick:
         args.epochs, args.seeds = 1, 2
     elif args.omniglot_root.exists():
         pairs.append(("digits", "omniglot", {"omniglot": str(args.omniglot_root)}))
     else:
         notes.append(f"digits vs omniglot skipped: {args.omniglot_root} is absent")
     t = time.perf_counter()
-    out = {"machine": machine(), "epochs": args.epochs, "seeds": args.seeds, "notes": notes,
-           "pairs": [run_pair(i, o, r, args.epochs, args.seeds) for i, o, r in pairs]}
+    out: dict[str, Any] = {
+        "epochs": args.epochs, "seeds": args.seeds, "notes": notes,
+        "pairs": [run_pair(i, o, r, args.epochs, args.seeds) for i, o, r in pairs]}
     out["total_seconds"] = round(time.perf_counter() - t, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "ood_digits" + ("_quick" if args.quick else "") + args.tag
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return out
 
 
 def _fmt(s: dict) -> str:
@@ -107,8 +99,8 @@ def _fmt(s: dict) -> str:
     return f"{100 * s['mean']:.2f}{spread}"
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# PALM vs CE + post-hoc scores on 8x8 digits ({machine_line(out['machine'])})",
+def markdown(out: dict) -> str:
+    lines = ["# PALM vs CE + post-hoc scores on 8x8 digits",
              "", f"{out['seeds']} seeds (0..{out['seeds'] - 1}), {out['epochs']} epochs, same "
              "MLP 64-128-64 backbone, CPU. Values in %: mean ± std over seeds. FPR95 ID+ = "
              "OOD accepted at 95% ID recall (PALM/KNN papers); FPR95 OOD+ = ID rejected at "
@@ -131,5 +123,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("ood_digits", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

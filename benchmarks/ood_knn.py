@@ -10,30 +10,26 @@ memory growth (RSS sampled every 2 ms, plus CUDA allocations on a GPU). A naive
 all-pairs distance matrix would need ``200,000 x 50,000 x 4`` bytes = 40 GB; the index
 searches in batches instead (torch: each ``[b, 50,000]`` block stays under 256 MiB).
 
-    python benchmarks/ood_knn.py            # the acceptance cell
-    python benchmarks/ood_knn.py --quick    # smoke run
+    python -m benchmarks.ood_knn            # the acceptance cell
+    python -m benchmarks.ood_knn --quick    # smoke run
 
-Results: ``benchmarks/results/ood_knn{,_quick}.{json,md}``.
+Results: ``benchmarks/results/ood_knn<tag>{,_quick}.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line, measure  # noqa: E402
-
-from protobench.geometry.index import _faiss, faiss_gpu_available  # noqa: E402
-from protobench.ood.metrics import ood_metrics  # noqa: E402
-from protobench.ood.scores import build_score  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks._common import measure
+from benchmarks._harness import Benchmark, main
+from protobench.geometry import faiss_gpu_available
+from protobench.ood.metrics import ood_metrics
+from protobench.ood.scores import build_score
 
 
 def make_features(n_train: int, n_id: int, n_ood: int, dim: int, classes: int = 100,
@@ -52,14 +48,22 @@ def make_features(n_train: int, n_id: int, n_ood: int, dim: int, classes: int = 
     return {"train": around(n_train, 0), "id": around(n_id, 0), "ood": around(n_ood, classes)}
 
 
-def run(n_train: int, n_id: int, n_ood: int, dim: int, k: int, device: str,
-        classes: int) -> dict:
+def faiss_installed() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_cell(n_train: int, n_id: int, n_ood: int, dim: int, k: int, device: str,
+             classes: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "features.pt"
         torch.save(make_features(n_train, n_id, n_ood, dim, classes), path)
         feats = torch.load(path)  # cached features, read back before the measurement
         backends = ["torch"]
-        if _faiss() is not None:
+        if faiss_installed():
             backends.append("faiss-gpu" if device == "cuda" and faiss_gpu_available()
                             else "faiss-cpu")
         rows, scores = {}, {}
@@ -87,10 +91,7 @@ def run(n_train: int, n_id: int, n_ood: int, dim: int, k: int, device: str,
             "backends": rows}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--train", type=int, default=50_000)
     ap.add_argument("--id", type=int, default=100_000)
     ap.add_argument("--ood", type=int, default=100_000)
@@ -99,21 +100,17 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--tag", default="", help="suffix of the result files")
-    args = ap.parse_args()
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:
         args.train, args.id, args.ood, args.dim, args.classes = 2_000, 3_000, 3_000, 64, 10
-    out = {"machine": machine(),
-           "rows": [run(args.train, args.id, args.ood, args.dim, args.k, args.device,
-                    args.classes)]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "ood_knn" + ("_quick" if args.quick else "") + args.tag
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return {"rows": [run_cell(args.train, args.id, args.ood, args.dim, args.k, args.device,
+                              args.classes)]}
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# KNN OOD scoring ({machine_line(out['machine'])})", "",
+def markdown(out: dict) -> str:
+    lines = ["# KNN OOD scoring", "",
              "`knn` score (k, L2-normalised) of ID + OOD cached features against the training "
              "features: fit + scoring of every query, one run; peak memory = RSS growth "
              "(+ CUDA allocations on a GPU) above the loaded features.", "",
@@ -131,5 +128,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("ood_knn", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

@@ -15,34 +15,29 @@ optimiser (Adam 1e-3) and episode shape:
 Runs are interleaved; we report median episodes/s over ``--repeats`` runs of ``--steps``
 steps each, and the ratio.
 
-    python benchmarks/protonet_training.py --data-root ../shared/data/omniglot
-    python benchmarks/protonet_training.py --quick
+    python -m benchmarks.protonet_training --data-root ../shared/data/omniglot
+    python -m benchmarks.protonet_training --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line  # noqa: E402
-from fewshot_throughput import _FeatureSet  # noqa: E402
-
-from protobench.backbones import build_backbone  # noqa: E402
-from protobench.datasets import load_dataset  # noqa: E402
-from protobench.datasets.base import LabeledData  # noqa: E402
-from protobench.methods.protonet import ProtoNet  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks._common import FeatureSet
+from benchmarks._harness import Benchmark, main
+from protobench.backbones import build_backbone
+from protobench.datasets import load_dataset
+from protobench.datasets.base import LabeledData
+from protobench.methods.protonet import ProtoNet
 
 
 def load(data_root: Path | None) -> LabeledData:
@@ -76,7 +71,7 @@ def learn2learn(data: LabeledData, ways: int, shots: int, queries: int, steps: i
     torch.manual_seed(0)
     model = build_backbone("conv4", tuple(data.x.shape[1:]))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    meta = l2l.data.MetaDataset(_FeatureSet(data))  # (x_i, y_i) items, any x shape
+    meta = l2l.data.MetaDataset(FeatureSet(data))  # (x_i, y_i) items, any x shape
     transforms = [l2l.data.transforms.NWays(meta, ways),
                   l2l.data.transforms.KShots(meta, queries + shots),
                   l2l.data.transforms.LoadData(meta), l2l.data.transforms.RemapLabels(meta),
@@ -107,22 +102,22 @@ def learn2learn(data: LabeledData, ways: int, shots: int, queries: int, steps: i
     return steps / (time.perf_counter() - t)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--data-root", type=Path, default=None,
                     help="folder with the Omniglot zips (else digits)")
     ap.add_argument("--settings", default="5x5x15,20x1x5", help="WAYSxSHOTSxQUERIES,...")
-    args = ap.parse_args()
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:
         args.repeats, args.steps, args.settings = 1, 3, "5x1x5"
     data = load(args.data_root)
-    out = {"machine": machine(), "data": f"{data.name}/{data.split} "
-           f"({data.num_classes} classes, {len(data)} images, {tuple(data.x.shape[1:])})",
-           "steps": args.steps, "repeats": args.repeats, "rows": []}
+    out: dict[str, Any] = {
+        "data": f"{data.name}/{data.split} ({data.num_classes} classes, {len(data)} images, "
+                f"{tuple(data.x.shape[1:])})",
+        "steps": args.steps, "repeats": args.repeats, "rows": []}
     runners = {"protobench": lambda *a: ours(*a, amp=False),
                "protobench-bf16": lambda *a: ours(*a, amp=True),
                "learn2learn": learn2learn}
@@ -141,15 +136,11 @@ def main() -> None:
                "x_learn2learn_bf16": med["protobench-bf16"] / med["learn2learn"]}
         out["rows"].append(row)
         print(row, flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "protonet_training_quick" if args.quick else "protonet_training"
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return out
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# Episodic ProtoNet training ({machine_line(out['machine'])})", "",
+def markdown(out: dict) -> str:
+    lines = ["# Episodic ProtoNet training", "",
              f"Conv-4 on {out['data']}; median of {out['repeats']} runs of {out['steps']} "
              "steps each (interleaved), Adam 1e-3, episodes/s.", "",
              "| setting | protobench fp32 | protobench bf16 | learn2learn | x l2l (fp32) "
@@ -162,5 +153,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("protonet_training", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

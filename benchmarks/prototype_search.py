@@ -10,30 +10,25 @@ peak memory growth (RSS sampled every 2 ms, plus CUDA allocations on a GPU), med
 - recall@1 of the approximate indexes against exact search (on 5,000 queries);
 - the speed ratio FAISS / torch.
 
-    python benchmarks/prototype_search.py            # full grid
-    python benchmarks/prototype_search.py --quick    # smoke run
-    python benchmarks/prototype_search.py --cells 1000000x10000 --repeats 5
+    python -m benchmarks.prototype_search            # full grid
+    python -m benchmarks.prototype_search --quick    # smoke run
+    python -m benchmarks.prototype_search --cells 1000000x10000 --repeats 5
 
-Results: ``benchmarks/results/prototype_search{,_quick}.{json,md}``.
+Results: ``benchmarks/results/prototype_search<tag>{,_quick}.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
-from pathlib import Path
+from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line, measure  # noqa: E402
+from benchmarks._common import measure
+from benchmarks._harness import Benchmark, main
+from protobench.geometry import PrototypeIndex, faiss_gpu_available
 
-from protobench.geometry import PrototypeIndex  # noqa: E402
-from protobench.geometry.index import faiss_gpu_available  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 FULL = "100000x1000,100000x10000,1000000x10000,100000x100000"
 
 
@@ -87,10 +82,7 @@ def run_cell(n_queries: int, n_protos: int, dim: int, repeats: int, approx: list
     return row
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--quick", action="store_true")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--cells", default=FULL, help="QUERIESxPROTOTYPES,...")
     ap.add_argument("--dim", type=int, default=512)
@@ -99,21 +91,19 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--hnsw-max", type=float, default=1e9,
                     help="skip HNSW on cells with more query x prototype pairs")
-    args = ap.parse_args()
-    if args.quick:
+
+
+def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
+    if quick:
         args.cells, args.repeats, args.dim = "2000x300", 1, 64
     approx = [a for a in args.approximate.split(",") if a]
-    out = {"machine": machine(), "rows": []}
+    out: dict[str, Any] = {"rows": []}
     for cell in args.cells.split(","):
         nq, npr = (int(float(v)) for v in cell.split("x"))
         row = run_cell(nq, npr, args.dim, args.repeats, approx, args.device, args.hnsw_max)
         out["rows"].append(row)
         print(_line(row), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "prototype_search" + ("_quick" if args.quick else "") + args.tag
-    (args.out / f"{stem}.json").write_text(json.dumps(out, indent=2))
-    (args.out / f"{stem}.md").write_text(_markdown(out))
-    print(_markdown(out))
+    return out
 
 
 def _line(row: dict) -> str:
@@ -121,8 +111,8 @@ def _line(row: dict) -> str:
         f"{k} {v['median_s']:.2f}s" for k, v in row["variants"].items())
 
 
-def _markdown(out: dict) -> str:
-    lines = [f"# Nearest-prototype search ({machine_line(out['machine'])})", "",
+def markdown(out: dict) -> str:
+    lines = ["# Nearest-prototype search", "",
              "Median of the runs per cell (k = 1); peak memory = RSS growth during search "
              "(+ CUDA allocations on a GPU); recall@1 against exact search on 5,000 queries.",
              "",
@@ -141,5 +131,7 @@ def _markdown(out: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BENCHMARK = Benchmark("prototype_search", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

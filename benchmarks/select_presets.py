@@ -17,7 +17,7 @@ Validation data, per target:
   within the time budget (90 s a run, a margin under the 2-minute target on 2 cores), the
   highest mean average incremental accuracy.
 - ``continual-omniglot``: Omniglot characters that the test stream of
-  ``benchmarks/continual_accuracy.py`` never uses (:func:`omniglot_pools`: a seeded half of
+  ``benchmarks.continual_accuracy`` never uses (:func:`omniglot_pools`: a seeded half of
   the characters is reserved for validation), 50 of them in 10 experiences of 5, 16 train
   / 4 validation images each, 28x28, Conv-4, one class order (seed 0: a Conv-4 stream costs
   minutes per run). Rule: the highest validation AIA (epochs and batch sizes are what the
@@ -30,10 +30,10 @@ Validation data, per target:
   digits 3-4 (all from the ``train`` split: the test classes 5-9 are never read); rule:
   the highest validation accuracy within 90 s.
 
-    python benchmarks/select_presets.py continual-digits        # writes the presets
-    python benchmarks/select_presets.py continual-omniglot --data-root ../shared/data/omniglot
-    python benchmarks/select_presets.py all --no-write --quick   # smoke run, nothing written
-    python benchmarks/select_presets.py continual-digits \
+    python -m benchmarks.select_presets continual-digits        # writes the presets
+    python -m benchmarks.select_presets continual-omniglot --data-root ../shared/data/omniglot
+    python -m benchmarks.select_presets all --no-write --quick   # smoke run, nothing written
+    python -m benchmarks.select_presets continual-digits \
         --write-from benchmarks/results/presets_continual-digits.json  # presets of a run
 """
 
@@ -42,9 +42,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -52,18 +51,16 @@ from typing import Any
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, machine_line, omniglot_pools  # noqa: E402
+from benchmarks._common import omniglot_pools
+from benchmarks._harness import Benchmark, UsageError, main
+from protobench.continual.stream import StreamSpec, build_stream, holdout_split
+from protobench.datasets import load_dataset
+from protobench.methods import build_method
+from protobench.methods.presets import list_presets, preset_file
+from protobench.tasks.continual_run import run_stream
 
-from protobench.continual.run import run_stream  # noqa: E402
-from protobench.continual.stream import StreamSpec, build_stream, holdout_split  # noqa: E402
-from protobench.datasets import load_dataset  # noqa: E402
-from protobench.methods import build_method  # noqa: E402
-from protobench.methods.presets import list_presets, preset_file  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results"
 TIME_BUDGET_S = 90.0
-SCRIPT = "benchmarks/select_presets.py"
+SCRIPT = "benchmarks/select_presets.py"  # named in the preset files' chosen_on lines
 
 
 def grid(**axes: list[Any]) -> list[dict[str, Any]]:
@@ -145,7 +142,7 @@ def continual_candidate(method: str, params: dict[str, Any], root: Any) -> dict[
 def ood_candidate(method: str, params: dict[str, Any], _data: Any) -> dict[str, Any]:
     """ID accuracy only: no OOD image is looked at while choosing (the job's OOD sets are
     its test data)."""
-    from protobench.ood.evaluate import evaluate
+    from protobench.tasks.ood_eval import evaluate
 
     torch.set_num_threads(1)
     params = dict(params)
@@ -162,7 +159,8 @@ def ood_candidate(method: str, params: dict[str, Any], _data: Any) -> dict[str, 
 
 
 def fewshot_candidate(method: str, params: dict[str, Any], _data: Any) -> dict[str, Any]:
-    from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes
+    from protobench.episodic import EpisodeSpec, make_episodes
+    from protobench.evaluation import evaluate_episodes
 
     torch.set_num_threads(1)
     train = load_dataset("digits", "train")
@@ -262,8 +260,7 @@ def run_target(name: str, args: argparse.Namespace) -> dict[str, Any]:
         ok = [(s, r) for s, r in scored if s is not None]
         if ok:
             chosen[m] = max(ok, key=lambda sr: sr[0])[1]
-    return {"target": name, "machine": machine(), "quick": args.quick,
-            "chosen_on": target["chosen_on"], "results": results,
+    return {"target": name, "chosen_on": target["chosen_on"], "results": results,
             "chosen": {m: r["params"] for m, r in chosen.items()}}
 
 
@@ -296,7 +293,7 @@ def write_presets(name: str, out: dict[str, Any]) -> list[Path]:
 
 def markdown(out: dict[str, Any]) -> str:
     metric = TARGETS[out["target"]]["metric"]
-    lines = [f"# Preset selection: {out['target']} ({machine_line(out['machine'])})", "",
+    lines = [f"# Preset selection: {out['target']}", "",
              f"Validation data and rule: {out['chosen_on']}.", "",
              f"| method | candidate | validation {metric} | details | seconds | chosen |",
              "|---|---|---|---|---|---|"]
@@ -318,40 +315,44 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("target", choices=[*TARGETS, "all"])
     ap.add_argument("--methods", default="", help="comma-separated subset")
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data/omniglot"))
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="smoke: one short candidate each")
     ap.add_argument("--no-write", action="store_true", help="do not touch the preset files")
-    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--write-from", type=Path, default=None,
                     help="write the presets of a finished run's JSON (no candidate is run)")
-    args = ap.parse_args()
+
+
+def run(args: argparse.Namespace, quick: bool) -> Iterator[tuple[str, dict[str, Any]]] | None:
+    """One record per target (``presets_<target>``); ``--quick``: one short candidate
+    each, and no preset file is touched."""
     if args.write_from is not None:
         out = json.loads(args.write_from.read_text())
         for path in write_presets(out["target"], out):
             print(f"wrote {path}")
-        return
+        return None
     args.methods = [m for m in args.methods.split(",") if m]
     names = list(TARGETS) if args.target == "all" else [args.target]
     if "continual-omniglot" in names and not args.data_root.is_dir():
-        if not args.quick:
-            sys.exit(f"no Omniglot folder at {args.data_root}; pass --data-root")
+        if not quick:
+            raise UsageError(f"no Omniglot folder at {args.data_root}; pass --data-root")
         names.remove("continual-omniglot")
-    args.out.mkdir(parents=True, exist_ok=True)
+    return _targets(names, args, write=not (args.no_write or quick))
+
+
+def _targets(names: list[str], args: argparse.Namespace,
+             write: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     for name in names:
         out = run_target(name, args)
-        stem = f"presets_{name}" + ("_quick" if args.quick else "")
-        (args.out / f"{stem}.json").write_text(json.dumps(out, indent=1))
-        (args.out / f"{stem}.md").write_text(markdown(out))
-        print(markdown(out), flush=True)
-        if not (args.no_write or args.quick):
+        yield f"presets_{name}", out
+        if write:
             for path in write_presets(name, out):
                 print(f"wrote {path}")
 
 
+BENCHMARK = Benchmark("select_presets", __doc__, run, markdown, add_arguments)
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(BENCHMARK))

@@ -29,28 +29,30 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from protobench.errors import UserError, unknown_name
+from protobench.errors import SpecError
+from protobench.registry import Registry, parameters
 
 Builder = Callable[..., nn.Module]
-_BACKBONES: dict[str, Builder] = {}
+BACKBONES: Registry[Builder] = Registry(
+    "backbone", describer=lambda name, fn: {"parameters": parameters(fn, skip=("in_shape",))})
+"""Every registered backbone builder by name (``protobench list backbones``); ``describe``
+lists the builder's options besides ``in_shape``."""
 
 
 def register_backbone(name: str) -> Callable[[Builder], Builder]:
-    def deco(fn: Builder) -> Builder:
-        _BACKBONES[name] = fn
-        return fn
-
-    return deco
+    """Decorator: register ``builder(in_shape, **options) -> nn.Module`` as ``name``; a name
+    registered twice is refused."""
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    """Registered backbone names, sorted."""
+    return BACKBONES.names()
 
 
 def build_backbone(name: str, in_shape: tuple[int, ...], **kwargs: object) -> nn.Module:
-    if name not in _BACKBONES:
-        raise unknown_name("backbone", name, list(_BACKBONES))
-    return _BACKBONES[name](tuple(in_shape), **kwargs)
+    """The backbone ``name`` for inputs ``[B, *in_shape]``; unknown names list the valid ones."""
+    return BACKBONES.get(name)(tuple(in_shape), **kwargs)
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -70,7 +72,7 @@ class Conv4(nn.Module):
         for _ in range(4):
             side //= 2
         if side < 1:
-            raise UserError(f"conv4 needs inputs of at least 16x16, got {image_size}; load "
+            raise SpecError(f"conv4 needs inputs of at least 16x16, got {image_size}; load "
                             "larger images (-o image_size=16 or more) or use --backbone mlp")
         self.out_dim = out_channels * side * side
 
@@ -80,8 +82,9 @@ class Conv4(nn.Module):
 
 @register_backbone("conv4")
 def _conv4(in_shape: tuple[int, ...], hidden: int = 64) -> nn.Module:
+    """ProtoNet encoder (Snell et al. 2017): 4 x [conv3x3 -> BN -> ReLU -> maxpool2]."""
     if len(in_shape) != 3:
-        raise UserError(f"conv4 needs image inputs [C, H, W], got {in_shape}; use --backbone "
+        raise SpecError(f"conv4 needs image inputs [C, H, W], got {in_shape}; use --backbone "
                         "mlp for feature vectors")
     return Conv4(in_shape[0], hidden, hidden, in_shape[1])
 
@@ -99,6 +102,7 @@ class MLP(nn.Module):
 
 @register_backbone("mlp")
 def _mlp(in_shape: tuple[int, ...], hidden: int = 256, out_dim: int = 128) -> nn.Module:
+    """Two-layer MLP for tiny inputs: flatten -> hidden -> ReLU -> out_dim."""
     return MLP(math.prod(in_shape), hidden, out_dim)
 
 
@@ -113,6 +117,7 @@ class Identity(nn.Module):
 
 @register_backbone("identity")
 def _identity(in_shape: tuple[int, ...]) -> nn.Module:
+    """Flattened raw inputs (features files, pixel baselines)."""
     return Identity(math.prod(in_shape))
 
 
@@ -174,13 +179,14 @@ class ResNet(nn.Module):
 
 def _image_channels(name: str, in_shape: tuple[int, ...]) -> int:
     if len(in_shape) != 3:
-        raise UserError(f"{name} needs image inputs [C, H, W], got {in_shape}; use --backbone "
+        raise SpecError(f"{name} needs image inputs [C, H, W], got {in_shape}; use --backbone "
                         "mlp for feature vectors")
     return in_shape[0]
 
 
 @register_backbone("resnet18")
 def _resnet18(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
+    """CIFAR ResNet-18 (3x3 stem, no max-pool, [2, 2, 2, 2] blocks) -> 8 * width (512)."""
     w = int(width)
     return ResNet(_image_channels("resnet18", in_shape), (w, 2 * w, 4 * w, 8 * w),
                   (2, 2, 2, 2), w, "conv")
@@ -188,6 +194,7 @@ def _resnet18(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
 
 @register_backbone("resnet34")
 def _resnet34(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
+    """CIFAR ResNet-34 ([3, 4, 6, 3] blocks; PALM's encoder) -> 8 * width (512)."""
     w = int(width)
     return ResNet(_image_channels("resnet34", in_shape), (w, 2 * w, 4 * w, 8 * w),
                   (3, 4, 6, 3), w, "conv")
@@ -195,6 +202,7 @@ def _resnet34(in_shape: tuple[int, ...], width: int = 64) -> nn.Module:
 
 @register_backbone("resnet32")
 def _resnet32(in_shape: tuple[int, ...]) -> nn.Module:
+    """CIFAR ResNet-32 of iCaRL / PODNet (16/32/64 channels, option-A shortcuts) -> 64."""
     return ResNet(_image_channels("resnet32", in_shape), (16, 32, 64), (5, 5, 5), 16, "pad")
 
 

@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Benchmark harness for prototype-based learning.")
 board_app = typer.Typer(no_args_is_help=True, help="Show and export leaderboards.")
 app.add_typer(board_app, name="leaderboard")
+SEEDS_HELP = ("several seeds: 0,1,2 or 0-4 or a count N (--seed..--seed+N-1); the row holds "
+              "the mean and a Student-t 95% CI over seeds")
 out = Console()
 err = Console(stderr=True)
 
@@ -62,6 +64,7 @@ def fewshot(
     queries: int = typer.Option(15, "--queries", "-q"),
     episodes: int = typer.Option(1000, "--episodes", "-e"),
     seed: int = typer.Option(0, "--seed"),
+    seeds: str | None = typer.Option(None, "--seeds", help=SEEDS_HELP),
     split: str | None = typer.Option(None, "--split", help="evaluated split (default test)"),
     train_steps: int | None = typer.Option(None, "--train-steps"),
     train_ways: int | None = typer.Option(None, "--train-ways"),
@@ -111,11 +114,14 @@ def fewshot(
         help="allow meta-train data that share classes with the evaluated split (recorded)"),
 ) -> None:
     """Train (when needed) and evaluate a few-shot method; write leaderboard rows."""
-    from protobench.fewshot import FewShotConfig, run_fewshot
+    from protobench.report.console import fewshot_table
+    from protobench.tasks.base import parse_seeds
+    from protobench.tasks.fewshot import FewShotConfig, run_fewshot
 
     cfg = FewShotConfig(
         dataset=dataset, method=method, ways=ways, shots=tuple(shots), queries=queries,
-        episodes=episodes, seed=seed, split=split, metric=metric, backbone=backbone,
+        episodes=episodes, seed=seed, seeds=parse_seeds(seeds, seed), split=split,
+        metric=metric, backbone=backbone,
         train_steps=train_steps, train_ways=train_ways, train_shots=train_shots,
         train_queries=train_queries, device=device,
         data_root=str(data_root) if data_root else None,
@@ -133,15 +139,7 @@ def fewshot(
         allow_class_overlap=allow_class_overlap, config=config,
     )
     outcomes = run_fewshot(cfg)
-    table = Table(title=f"fewshot/{dataset} - {method}")
-    for col in ("setting", "accuracy %", "95% CI", "episodes", "manifest"):
-        table.add_column(col)
-    for o in outcomes:
-        s = o.setting
-        table.add_row(f"{s['ways']}-way {s['shots']}-shot {s['queries']}-query",
-                      f"{100 * o.result.mean:.2f}", f"± {100 * o.result.ci95:.2f}",
-                      str(o.result.n), o.record.manifest_hash[:12])
-    out.print(table)
+    out.print(fewshot_table(f"{outcomes[0].record.board} - {method}", outcomes))
     out.print(f"wrote {len(outcomes)} row(s) to {store} (board {outcomes[0].record.board})")
 
 
@@ -158,6 +156,7 @@ def continual(
                                               help="use the first N classes of the order"),
     epochs: int | None = typer.Option(None, "--epochs", help="epochs per experience"),
     seed: int = typer.Option(0, "--seed"),
+    seeds: str | None = typer.Option(None, "--seeds", help=SEEDS_HELP),
     backbone: str | None = typer.Option(None, "--backbone"),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
     data_root: Path | None = typer.Option(None, "--data-root"),
@@ -181,17 +180,19 @@ def continual(
         "(the card's); default: the dataset's preset when there is one"),
 ) -> None:
     """Train a method on a class-incremental stream; print the accuracy matrix, write a row."""
-    from protobench.continual.job import (
-        ContinualConfig,
+    from protobench.report.console import (
         matrix_table,
         metrics_table,
         open_world_table,
-        run_continual,
+        seeds_table,
     )
+    from protobench.tasks.base import parse_seeds
+    from protobench.tasks.continual import ContinualConfig, run_continual_job
 
     cfg = ContinualConfig(
         dataset=dataset, method=method, experiences=experiences, base_classes=base_classes,
-        class_order=class_order, num_classes=num_classes, seed=seed, epochs=epochs,
+        class_order=class_order, num_classes=num_classes, seed=seed,
+        seeds=parse_seeds(seeds, seed), epochs=epochs,
         backbone=backbone, device=device, data_root=str(data_root) if data_root else None,
         dataset_options=parse_options(dataset_option, "--dataset-option"),
         method_params=parse_options(param, "--param"), test_fraction=test_fraction,
@@ -205,15 +206,23 @@ def continual(
         err.print(f"experience {t + 1}/{acc.shape[0]} done: mean accuracy over seen "
                   f"experiences {100 * float(seen.mean()):.2f}%", highlight=False)
 
-    outcome = run_continual(
+    job = run_continual_job(
         cfg, on_experience_end=report,
         on_warning=lambda text: err.print(f"[yellow]warning:[/] {text}", highlight=False))
-    out.print(matrix_table(outcome))
-    out.print(metrics_table(outcome))
-    if ood_score is not None:
-        out.print(open_world_table(outcome))
-    out.print(f"run folder {outcome.run_dir} (plot {outcome.plot.name if outcome.plot else '-'})")
-    out.print(f"wrote 1 row to {store} (board {outcome.record.board})")
+    for run in job.runs:
+        outcome = run.outcome
+        title = f"{outcome.record.board} - {method}" + (
+            f" (seed {outcome.record.seed})" if len(job.seeds) > 1 else "")
+        out.print(matrix_table(outcome, title + ": accuracy % after experience i (rows) on "
+                                        "experience j"))
+        out.print(metrics_table(outcome))
+        if ood_score is not None:
+            out.print(open_world_table(outcome))
+    row = job.records[0]
+    if len(job.seeds) > 1:
+        out.print(seeds_table(row))
+    out.print(f"run folder {job.run_dir}")
+    out.print(f"wrote 1 row to {store} (board {row.board})")
 
 
 @app.command()
@@ -226,7 +235,7 @@ def ood(
                                         help="comma-separated scores (default: the method's)"),
     epochs: int | None = typer.Option(None, "--epochs"),
     seed: int = typer.Option(0, "--seed"),
-    seeds: int = typer.Option(1, "--seeds", help="train seeds seed..seed+N-1; mean ± 95% CI"),
+    seeds: str | None = typer.Option(None, "--seeds", help=SEEDS_HELP),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda"),
     backbone: str | None = typer.Option(None, "--backbone"),
     param: list[str] | None = typer.Option(None, "--param", "-p",
@@ -251,13 +260,16 @@ def ood(
         "(the card's); default: the dataset's preset when there is one"),
 ) -> None:
     """Train (or load) an ID model, score ID vs OOD sets; print the table, write rows."""
-    from protobench.ood.job import OODConfig, run_ood
-    from protobench.ood.report import mean_ci95, results_table
+    from protobench.evaluation.stats import mean_ci95
+    from protobench.report.console import results_table
+    from protobench.tasks.base import parse_seeds
+    from protobench.tasks.ood import OODConfig, run_ood
 
     cfg = OODConfig(
         id=id_set, ood=ood_sets, method=method,
         scores=tuple(s.strip() for s in (score or "").split(",") if s.strip()),
-        epochs=epochs, seed=seed, seeds=seeds, device=device, backbone=backbone,
+        epochs=epochs, seed=seed, seeds=parse_seeds(seeds, seed), device=device,
+        backbone=backbone,
         method_params=parse_options(param, "--param"),
         score_params=parse_options(score_param, "--score-param"),
         checkpoint=str(checkpoint) if checkpoint else None,
@@ -283,32 +295,25 @@ def ood(
 
 @app.command()
 @user_errors
-def datasets() -> None:
+def datasets(
+    pattern: str | None = typer.Argument(None, help="e.g. 'cifar*'; omit for all"),
+) -> None:
     """List registered datasets and their splits."""
-    from protobench.datasets import list_datasets
+    from protobench.report.listing import datasets_table
 
-    table = Table(title="datasets")
-    for col in ("name", "splits", "data root", "description"):
-        table.add_column(col)
-    for e in list_datasets():
-        table.add_row(e.name, ", ".join(e.splits), "needed" if e.needs_root else "embedded",
-                      e.description)
-    out.print(table)
+    out.print(datasets_table(pattern))
 
 
 @app.command()
 @user_errors
-def methods() -> None:
-    """List registered methods, their tasks and metrics."""
-    from protobench.methods import list_methods
+def methods(
+    name: str | None = typer.Argument(
+        None, help="one method: its parameters, capabilities, job options and presets"),
+) -> None:
+    """List registered methods, their tasks and distances; with NAME, describe one method."""
+    from protobench.report.listing import method_details, methods_table
 
-    table = Table(title="methods")
-    for col in ("name", "tasks", "metrics", "trains", "summary"):
-        table.add_column(col)
-    for cls in list_methods():
-        table.add_row(cls.name, ", ".join(sorted(cls.tasks)), ", ".join(cls.metrics),
-                      "yes" if cls.trainable else "no", cls.summary)
-    out.print(table)
+    out.print(methods_table() if name is None else method_details(name))
 
 
 @app.command()
@@ -316,18 +321,56 @@ def methods() -> None:
 def presets(method: str | None = typer.Argument(None, help="one method; omit for all")) -> None:
     """List the methods' versioned presets (--config NAME) and the data each was chosen on."""
     from protobench.methods import get_method_class, list_methods
-    from protobench.methods.presets import list_presets
+    from protobench.report.listing import presets_table
 
     names = [get_method_class(method).name] if method else [c.name for c in list_methods()]
-    table = Table(title="presets")
-    for col in ("method", "preset", "task", "parameters", "chosen on"):
-        table.add_column(col, overflow="fold")
-    for name in names:
-        for p in list_presets(name).values():
-            values = {**p.params, **p.dataset_options}
-            table.add_row(name, f"{p.name} (v{p.version})", p.task,
-                          ", ".join(f"{k}={v}" for k, v in values.items()), p.chosen_on)
-    out.print(table)
+    out.print(presets_table(names))
+
+
+@app.command("list")
+@user_errors
+def list_registry(
+    kind: str = typer.Argument(..., help="methods | datasets | scores | metrics | backbones"),
+    pattern: str | None = typer.Argument(None, help="fnmatch pattern, e.g. '*proto*'; a "
+                                         "plain word matches as a substring"),
+) -> None:
+    """List the registered names of one kind, optionally matching PATTERN."""
+    from protobench.registry import registry
+    from protobench.report.listing import kind_table
+
+    reg = registry(kind)
+    if not reg.names(pattern):
+        raise UserError(f"no {reg.kind} matches {pattern!r}; `protobench list {kind}` shows "
+                        f"all {len(reg)}")
+    out.print(kind_table(kind, pattern))
+
+
+@app.command()
+@user_errors
+def rerun(
+    row_id: int = typer.Argument(..., help="the row id (`protobench leaderboard show BOARD`)"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    run_dir: Path | None = typer.Option(None, "--run-dir",
+                                        help="folder of the re-run (default runs/rerun/rowN)"),
+    write: bool = typer.Option(False, "--write", help="also store the re-run's row"),
+) -> None:
+    """Re-run a stored row with exactly its method parameters, data and seeds; compare."""
+    from protobench.tasks.base import matching_record
+    from protobench.tasks.base import rerun as rerun_row
+    from protobench.tasks.store import ResultStore
+
+    original = ResultStore(store).get(row_id)
+    job = rerun_row(original, run_dir, str(store) if write else None)
+    again = matching_record(job, original)
+    key = original.primary_metric
+    before, after = original.metrics[key].value, again.metrics[key].value
+    same = before == after
+    out.print(f"row {row_id} ({original.board}, {original.method}, {original.setting}): "
+              f"{key} stored {before!r}, re-run {after!r}: "
+              + ("reproduced exactly" if same else f"differs by {after - before:+.3g}"),
+              highlight=False)
+    if not same:
+        raise typer.Exit(1)
 
 
 @board_app.command("show")
@@ -338,7 +381,7 @@ def board_show(
 ) -> None:
     """Print a board's ranked table (or the list of boards)."""
     from protobench.leaderboard.render import console_cells, headers, notes, ranked_rows
-    from protobench.leaderboard.store import ResultStore
+    from protobench.tasks.store import ResultStore
 
     rs = ResultStore(store)
     boards = rs.boards()
@@ -367,10 +410,65 @@ def board_export(
 ) -> None:
     """Write every board as Markdown and CSV (and an index) into a folder."""
     from protobench.leaderboard.render import export
-    from protobench.leaderboard.store import ResultStore
+    from protobench.tasks.store import ResultStore
 
     for path in export(ResultStore(store), out_dir):
         out.print(f"wrote {path}")
+
+
+def _benchmarks_folder() -> Path | None:
+    """The ``benchmarks`` package of a source checkout: importable, in the working directory,
+    or next to this package (an editable install)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("benchmarks")
+    except (ImportError, ValueError):
+        spec = None
+    found = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    for folder in (*found, Path.cwd() / "benchmarks", Path(__file__).resolve().parents[1]
+                   / "benchmarks"):
+        if (folder / "_harness.py").is_file():
+            return folder
+    return None
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def bench(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="a benchmark; omit to list them"),
+    quick: bool = typer.Option(False, "--quick", help="smoke run"),
+    out_dir: Path | None = typer.Option(None, "--out", help="folder for the JSON + Markdown"),
+) -> None:
+    """Run a benchmark: python -m benchmarks.NAME (source checkout); other flags go to it."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    from rich.markup import escape
+
+    folder = _benchmarks_folder()
+    if folder is None:
+        raise UserError("no benchmarks package here: run protobench bench from a source "
+                        "checkout (the repository root)")
+    names = {p.stem: " ".join((ast.get_docstring(ast.parse(p.read_text())) or "")
+                              .split("\n\n")[0].split())
+             for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")}
+    listing = "\n".join(f"  {n:20s} {doc}" for n, doc in names.items())
+    if name is None:
+        out.print(f"benchmarks in {folder}:\n{listing}", highlight=False, markup=False,
+                  soft_wrap=True)
+        return
+    if name not in names:
+        raise UserError(f"unknown benchmark {name!r}; available:\n{escape(listing)}")
+    argv = [*(["--quick"] if quick else []), *(["--out", str(out_dir)] if out_dir else []),
+            *ctx.args]
+    paths = [str(folder.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    rc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *argv], env=env).returncode
+    raise typer.Exit(rc)
 
 
 def main() -> None:  # pragma: no cover

@@ -26,6 +26,7 @@ def _isolated_dirs(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PROTOBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
         mp.setenv("PROTOBENCH_DATA", str(tmp_path_factory.mktemp("data")))
+        mp.setenv("PROTOBENCH_RUNS", str(tmp_path_factory.mktemp("runs")))
         yield
 
 

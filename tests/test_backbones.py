@@ -1,12 +1,14 @@
-"""Backbones: output shapes and parameter counts."""
+"""Backbones: output shapes, parameter counts and input-shape errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from protobench.backbones import build_backbone, count_parameters, default_backbone
-from protobench.errors import RegistryError
+from protobench.cli import app
+from protobench.errors import RegistryError, SpecError
 
 
 @pytest.mark.parametrize("name, in_shape, dim, params", [
@@ -50,3 +52,28 @@ def test_default_backbone_and_errors():
         build_backbone("resnet50", (3, 32, 32))
     with pytest.raises(ValueError, match="image inputs"):
         build_backbone("resnet32", (64,))
+
+
+@pytest.mark.parametrize("name, in_shape, message", [
+    ("conv4", (1, 8, 8), "conv4 needs inputs of at least 16x16, got 8"),
+    ("conv4", (64,), "conv4 needs image inputs"),
+    ("resnet18", (64,), "resnet18 needs image inputs"),
+    ("resnet32", (64,), "resnet32 needs image inputs"),
+])
+def test_impossible_input_shapes_are_spec_errors_naming_the_fix(name, in_shape, message):
+    with pytest.raises(SpecError, match=message) as err:
+        build_backbone(name, in_shape)
+    assert "--backbone mlp" in str(err.value)  # the fix
+
+
+def test_protonet_conv4_on_8x8_images_exits_2_with_the_fix(tmp_path):
+    """The default ProtoNet encoder (conv4) cannot take -o image_size=8: one error line and
+    exit code 2, no traceback and no row."""
+    store = tmp_path / "r.sqlite"
+    res = CliRunner().invoke(app, ["fewshot", "-d", "digits", "-m", "protonet", "-o",
+                                   "image_size=8", "--train-steps", "1", "--episodes", "5",
+                                   "--no-progress", "--store", str(store)])
+    assert res.exit_code == 2, res.output
+    assert "conv4 needs inputs of at least 16x16, got 8" in res.output
+    assert "-o image_size=16" in res.output and "--backbone mlp" in res.output
+    assert "Traceback" not in res.output and not store.exists()

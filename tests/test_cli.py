@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.leaderboard import ResultStore
+from protobench.tasks import ResultStore
 
 runner = CliRunner()
 
@@ -23,7 +23,7 @@ def test_fewshot_trains_evaluates_and_writes_rows(tmp_path):
     assert "5-way 1-shot" in res.output and "5-way 5-shot" in res.output
     records = ResultStore(store).records("fewshot/digits")
     assert [r.setting["shots"] for r in records] == [1, 5]
-    assert all(r.config["train_shots"] == r.setting["shots"] for r in records)
+    assert all(r.method_params["train_shots"] == r.setting["shots"] for r in records)
     assert all(0.2 < r.metrics["accuracy"].value <= 1 for r in records)
     assert len(list((tmp_path / "eps").glob("*.json"))) == 2
     shown = run("leaderboard", "show", "fewshot/digits", "--store", store)
@@ -90,7 +90,7 @@ def test_two_processes_same_seed_same_accuracy(tmp_path):
 
     code = (
         "import json, sys;"
-        "from protobench.fewshot import FewShotConfig, run_fewshot;"
+        "from protobench.tasks.fewshot import FewShotConfig, run_fewshot;"
         "o = run_fewshot(FewShotConfig(dataset='digits', shots=(1,), episodes=50,"
         " train_steps=8, seed=int(sys.argv[1]), dataset_options={'image_size': 16},"
         " store=None, progress=False));"
@@ -137,7 +137,7 @@ def test_leaderboard_show_and_export_tell_rows_apart(tmp_path, monkeypatch):
     import re
 
     from protobench import cli
-    from protobench.leaderboard import Metric, ResultRecord
+    from protobench.tasks import Metric, ResultRecord
 
     def rec(acc, options, manifest="ab" * 32):
         return ResultRecord(

@@ -1,8 +1,8 @@
 import torch
 
 from protobench.feature_cache import FeatureCache, weights_hash
-from protobench.fewshot import FewShotConfig, run_fewshot
 from protobench.methods import protonet as protonet_mod
+from protobench.tasks.fewshot import FewShotConfig, run_fewshot
 from tests.conftest import make_features
 
 

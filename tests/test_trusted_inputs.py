@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from protobench.cli import app
 from protobench.errors import ShapeError
-from protobench.leaderboard import ResultStore
 from protobench.methods import build_method
+from protobench.tasks import ResultStore
 
 runner = CliRunner()
 FAST = ("--episodes", 50, "--no-progress", "--device", "cpu")

@@ -1,10 +1,11 @@
-"""Class-incremental streams, the continual run loop and accuracy-matrix metrics.
+"""Class-incremental streams and accuracy-matrix metrics.
 
-Avalanche interop lives in :mod:`protobench.continual.avalanche` (import it explicitly;
-it needs the ``avalanche`` extra).
+The run loop is :mod:`protobench.tasks.continual_run` and the job
+:mod:`protobench.tasks.continual`. Avalanche interop lives in
+:mod:`protobench.continual.avalanche` (import it explicitly; it needs the ``avalanche``
+extra).
 """
 
-from protobench.continual.job import ContinualConfig, ContinualOutcome, run_continual
 from protobench.continual.metrics import (
     AccuracyMatrix,
     average_forgetting,
@@ -14,7 +15,6 @@ from protobench.continual.metrics import (
     summarize,
     up_to_now_accuracy,
 )
-from protobench.continual.run import ContinualResult, experience_seed, run_stream
 from protobench.continual.stream import (
     ClassIncrementalStream,
     Experience,
@@ -26,9 +26,8 @@ from protobench.continual.stream import (
 )
 
 __all__ = [
-    "AccuracyMatrix", "ClassIncrementalStream", "ContinualConfig", "ContinualOutcome",
-    "ContinualResult", "Experience", "StreamSpec", "average_forgetting",
-    "average_incremental_accuracy", "backward_transfer", "build_stream", "class_order",
-    "experience_seed", "final_average_accuracy", "holdout_split", "run_continual", "run_stream",
-    "stream_from_dataset", "summarize", "up_to_now_accuracy",
+    "AccuracyMatrix", "ClassIncrementalStream", "Experience", "StreamSpec",
+    "average_forgetting", "average_incremental_accuracy", "backward_transfer", "build_stream",
+    "class_order", "final_average_accuracy", "holdout_split", "stream_from_dataset",
+    "summarize", "up_to_now_accuracy",
 ]

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 import torch
 
-from protobench.errors import DataError, UserError, unknown_name
+from protobench.errors import DataError, UserError
+from protobench.registry import Registry, parameters
 from protobench.utils import sha256_tensor
 
 
@@ -27,6 +28,17 @@ class SampleSource(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, idx: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class FixedEpisodes:
+    """A dataset's own episodes: ``indices [E, N, K+Q]`` into the data, ``classes [E, N]``
+    (class ids per episode) and ``shots`` K. :func:`protobench.episodic.fixed_episodes`
+    wraps them as a hashable :class:`~protobench.episodic.EpisodeList`."""
+
+    indices: torch.Tensor
+    classes: torch.Tensor
+    shots: int
 
 
 @dataclass(frozen=True, eq=False)
@@ -204,7 +216,20 @@ class DatasetEntry:
     stream_splits: tuple[str, str] | None = None
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+def _describe_dataset(name: str, entry: DatasetEntry) -> dict[str, Any]:
+    """The dataset-specific part of ``DATASETS.describe(name)``: the loader's options
+    (``-o key=value``), splits and whether a data root is needed."""
+    return {"summary": entry.description,
+            "parameters": parameters(entry.loader, skip=("split", "root", "download")),
+            "splits": list(entry.splits), "needs_root": entry.needs_root,
+            "default_test_split": entry.default_test_split,
+            "fixed_episodes": entry.episodes is not None,
+            "train_dataset": list(entry.train_dataset) if entry.train_dataset else None,
+            "stream_splits": list(entry.stream_splits) if entry.stream_splits else None}
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset", describer=_describe_dataset)
+"""Every registered dataset by name (``protobench list datasets``)."""
 
 
 def register_dataset(
@@ -218,28 +243,27 @@ def register_dataset(
     train_dataset: tuple[str, str] | None = None,
     stream_splits: tuple[str, str] | None = None,
 ) -> Callable[[Loader], Loader]:
-    """Decorator that registers ``loader`` under ``name``."""
+    """Decorator that registers ``loader`` under ``name`` (a :class:`DatasetEntry`); a name
+    registered twice is refused."""
 
     def deco(loader: Loader) -> Loader:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = DatasetEntry(
+        DATASETS.register(name, DatasetEntry(
             name, loader, tuple(splits), description, needs_root, default_test_split,
             episodes, train_dataset, stream_splits,
-        )
+        ))
         return loader
 
     return deco
 
 
 def list_datasets() -> list[DatasetEntry]:
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    """Registered datasets sorted by name."""
+    return DATASETS.list()
 
 
 def get_dataset(name: str) -> DatasetEntry:
-    if name not in _REGISTRY:
-        raise unknown_name("dataset", name, list(_REGISTRY))
-    return _REGISTRY[name]
+    """The dataset registered as ``name``; unknown names list the valid ones."""
+    return DATASETS.get(name)
 
 
 def default_data_root() -> Path:

@@ -45,7 +45,7 @@ def _tiny_root(root: Path) -> Path:
                     "unzip it and pass --data-root to tiny-imagenet-200/")
 
 
-def _display_names(wnids: list[str], words_file: Path) -> list[str]:
+def wordnet_display_names(wnids: list[str], words_file: Path) -> list[str]:
     """First synonym of each wnid in ``words.txt`` (the wnid when absent or repeated)."""
     words: dict[str, str] = {}
     if words_file.is_file():
@@ -61,6 +61,7 @@ def _display_names(wnids: list[str], words_file: Path) -> list[str]:
     splits=TINY_SPLITS,
     description="Tiny ImageNet 200 classes, 64x64, train / val (local folder, lazy)",
     needs_root=True,
+    default_test_split="val",  # the held-out split; there is no test split
     stream_splits=TINY_SPLITS,
 )
 def load_tiny_imagenet(split: str, root: Path | None = None, download: bool = True, *,
@@ -89,7 +90,7 @@ def load_tiny_imagenet(split: str, root: Path | None = None, download: bool = Tr
         what = f"image {missing[0]} is missing" if missing else f"class {empty[0]} has no images"
         raise DataError(f"Tiny ImageNet {split} in {base} is incomplete ({what}); "
                         "unzip the official release again")
-    names = _display_names(wnids, base / "words.txt")
+    names = wordnet_display_names(wnids, base / "words.txt")
     classes = {n: files[w] for n, w in zip(names, wnids)}
     return lazy_images(classes, base, "tiny-imagenet", split, int(image_size), 3,
                        {"wnid": wnids})
@@ -100,6 +101,7 @@ def load_tiny_imagenet(split: str, root: Path | None = None, download: bool = Tr
     splits=TINY_SPLITS,
     description="ImageNet subset: train|val/<wnid>/ folders + a class list file, lazy",
     needs_root=True,
+    default_test_split="val",  # the held-out split; there is no test split
     stream_splits=TINY_SPLITS,
 )
 def load_imagenet_subset(split: str, root: Path | None = None, download: bool = True, *,
@@ -123,7 +125,7 @@ def load_imagenet_subset(split: str, root: Path | None = None, download: bool = 
         wnids = list(every)
     if not wnids:
         raise DataError(f"no class folders with images under {folder}")
-    names = _display_names(wnids, root / "words.txt")
+    names = wordnet_display_names(wnids, root / "words.txt")
     return lazy_images({n: every[w] for n, w in zip(names, wnids)}, root, "imagenet-subset",
                        split, int(image_size), 3,
                        {"wnid": wnids, "class_list": str(list_file) if list_file.is_file() else ""})

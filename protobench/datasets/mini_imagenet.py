@@ -25,7 +25,7 @@ from pathlib import Path
 
 from protobench.datasets.base import LabeledData, default_data_root, register_dataset
 from protobench.datasets.folder import class_folders, lazy_images
-from protobench.datasets.imagenet_folders import _display_names
+from protobench.datasets.imagenet_folders import wordnet_display_names
 from protobench.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -80,6 +80,6 @@ def load_mini_imagenet(split: str, root: Path | None = None, download: bool = Tr
                        {"layout": layout, "wnid": list(classes)})
     # readable names (text prompts) from ImageNet's words.txt when it sits in the root
     if (root / "words.txt").is_file():
-        data = replace(data, display_names=tuple(_display_names(list(classes),
-                                                                root / "words.txt")))
+        data = replace(data, display_names=tuple(wordnet_display_names(list(classes),
+                                                                       root / "words.txt")))
     return data

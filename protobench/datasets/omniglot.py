@@ -34,8 +34,13 @@ import torch
 from PIL import Image
 
 from protobench.datasets._download import DownloadError, FileTree, as_list, download, fingerprint
-from protobench.datasets.base import LabeledData, cache_dir, default_data_root, register_dataset
-from protobench.episodic.manifest import EpisodeList
+from protobench.datasets.base import (
+    FixedEpisodes,
+    LabeledData,
+    cache_dir,
+    default_data_root,
+    register_dataset,
+)
 from protobench.errors import DataError, UserError
 
 BASE_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/"
@@ -268,15 +273,14 @@ def read_run(root: Path, run: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.stack([~np.asarray(i.convert("1")) for i in test]), answer)
 
 
-def runs_episodes(data: LabeledData) -> EpisodeList:
-    """The 20 fixed runs: indices ``[20, 20, 2]`` = [support id, query id] per (run, class)."""
+def runs_episodes(data: LabeledData) -> FixedEpisodes:
+    """The 20 fixed runs: indices ``[20, 20, 2]`` = [support id, query id] per (run, class)
+    (:func:`protobench.episodic.fixed_episodes` wraps them as a hashable EpisodeList)."""
     if data.name != "omniglot-runs" or len(data) != 800:
         raise DataError("runs_episodes needs the omniglot-runs data (800 samples); "
                         "load it with load_dataset('omniglot-runs', 'test')")
     k = torch.arange(400).view(20, 20)
-    return EpisodeList(indices=torch.stack([2 * k, 2 * k + 1], dim=-1), classes=k, shots=1,
-                       dataset="omniglot-runs", split="test", dataset_checksum=data.checksum,
-                       seed=None, class_names=data.class_names)
+    return FixedEpisodes(indices=torch.stack([2 * k, 2 * k + 1], dim=-1), classes=k, shots=1)
 
 
 @register_dataset(

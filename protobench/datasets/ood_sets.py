@@ -30,7 +30,7 @@ import numpy as np
 from protobench.datasets._download import DownloadError, download
 from protobench.datasets.base import LabeledData, default_data_root, register_dataset
 from protobench.datasets.folder import class_folders, is_image, lazy_images
-from protobench.datasets.torchvision_sets import _as_data, _fetch, read_mnist_format
+from protobench.datasets.torchvision_sets import fetch_or_explain, pixel_data, read_mnist_format
 from protobench.errors import DataError
 
 ARCHIVES = {
@@ -140,7 +140,7 @@ def load_svhn(split: str, root: Path | None = None, download: bool = True) -> La
     if not path.is_file():
         from torchvision.datasets import SVHN
 
-        _fetch("SVHN", base, path.name, download,
+        fetch_or_explain("SVHN", base, path.name, download,
                lambda: SVHN(str(base), split=split, download=True))
     from scipy.io import loadmat
 
@@ -150,7 +150,7 @@ def load_svhn(split: str, root: Path | None = None, download: bool = True) -> La
         raise DataError(f"cannot read {path} ({exc}); delete it and download again") from exc
     x = np.transpose(mat["X"], (3, 2, 0, 1))  # [32, 32, 3, n] -> [n, 3, 32, 32]
     y = mat["y"].astype(np.int64).reshape(-1) % 10
-    return _as_data(x, y, tuple(str(d) for d in range(10)), "svhn", split)
+    return pixel_data(x, y, tuple(str(d) for d in range(10)), "svhn", split)
 
 
 @register_dataset("fashion-mnist", splits=("train", "test"), needs_root=True,
@@ -160,4 +160,4 @@ def load_fashion_mnist(split: str, root: Path | None = None,
                        download: bool = True) -> LabeledData:
     base = _root("fashion-mnist", root)
     images, labels = read_mnist_format("FashionMNIST", base, split, download)
-    return _as_data(images[:, None], labels, FASHION_CLASSES, "fashion-mnist", split)
+    return pixel_data(images[:, None], labels, FASHION_CLASSES, "fashion-mnist", split)

@@ -33,8 +33,9 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 
 
-def _fetch(what: str, root: Path, expected: str, download: bool, fetch) -> None:
-    """Download through torchvision (``fetch()``) or explain where the files must be."""
+def fetch_or_explain(what: str, root: Path, expected: str, download: bool, fetch) -> None:
+    """Download through torchvision (``fetch()``) or explain where the files must be
+    (a DataError naming ``expected`` under ``root``); shared by the torchvision-format loaders."""
     if not download:
         raise DataError(f"{what} is not in {root} (expected {expected}); pass --data-root to "
                         "the folder that holds it, or allow the download")
@@ -45,8 +46,10 @@ def _fetch(what: str, root: Path, expected: str, download: bool, fetch) -> None:
                         f"--data-root to a folder holding {expected}") from exc
 
 
-def _as_data(pixels: np.ndarray, labels: np.ndarray, names: tuple[str, ...], name: str,
-             split: str) -> LabeledData:
+def pixel_data(pixels: np.ndarray, labels: np.ndarray, names: tuple[str, ...], name: str,
+               split: str) -> LabeledData:
+    """uint8 ``pixels`` ``[n, C, H, W]`` and ``labels`` ``[n]`` as a LabeledData in ``[0, 1]``,
+    checksummed on the raw bytes (shared by the torchvision-format loaders)."""
     x = torch.from_numpy(np.ascontiguousarray(pixels))
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     return LabeledData(x=x.to(torch.float32).div_(255.0), labels=y, class_names=names,
@@ -83,7 +86,7 @@ def read_mnist_format(name: str, root: Path, split: str,
         import torchvision.datasets
 
         cls = getattr(torchvision.datasets, name)
-        _fetch(name, root, f"{name}/raw/{stems[0]}", download,
+        fetch_or_explain(name, root, f"{name}/raw/{stems[0]}", download,
                lambda: cls(str(root), train=split == "train", download=True))
     images, labels = (read_idx(_mnist_file(raw, s)) for s in stems)  # type: ignore[arg-type]
     if len(images) != len(labels):
@@ -102,7 +105,7 @@ def read_mnist_format(name: str, root: Path, split: str,
 def load_mnist(split: str, root: Path | None = None, download: bool = True) -> LabeledData:
     root = Path(root) if root is not None else default_data_root() / "mnist"
     images, labels = read_mnist_format("MNIST", root, split, download)
-    data = _as_data(images[:, None], labels, MNIST_CLASSES, "mnist", split)
+    data = pixel_data(images[:, None], labels, MNIST_CLASSES, "mnist", split)
     return replace(data, display_names=tuple(f"digit {c}" for c in MNIST_CLASSES))
 
 
@@ -129,13 +132,13 @@ def load_cifar10(split: str, root: Path | None = None, download: bool = True) ->
     if not all((base / f).is_file() for f in [*files, "batches.meta"]):
         from torchvision.datasets import CIFAR10
 
-        _fetch("CIFAR-10", root, f"{CIFAR10_FOLDER}/", download,
+        fetch_or_explain("CIFAR-10", root, f"{CIFAR10_FOLDER}/", download,
                lambda: CIFAR10(str(root), train=True, download=True))
     batches = [_unpickle(base / f) for f in files]
     names = tuple(_unpickle(base / "batches.meta")["label_names"])
     data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
     labels = np.concatenate([np.asarray(b["labels"]) for b in batches])
-    return _as_data(data.reshape(-1, 3, 32, 32), labels, names, "cifar10", split)
+    return pixel_data(data.reshape(-1, 3, 32, 32), labels, names, "cifar10", split)
 
 
 @register_dataset(
@@ -151,9 +154,9 @@ def load_cifar100(split: str, root: Path | None = None, download: bool = True) -
     if not all((base / f).is_file() for f in (split, "meta")):
         from torchvision.datasets import CIFAR100
 
-        _fetch("CIFAR-100", root, f"{CIFAR100_FOLDER}/", download,
+        fetch_or_explain("CIFAR-100", root, f"{CIFAR100_FOLDER}/", download,
                lambda: CIFAR100(str(root), train=True, download=True))
     half, meta = _unpickle(base / split), _unpickle(base / "meta")
     data = np.asarray(half["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return _as_data(data, np.asarray(half["fine_labels"]), tuple(meta["fine_label_names"]),
+    return pixel_data(data, np.asarray(half["fine_labels"]), tuple(meta["fine_label_names"]),
                     "cifar100", split)

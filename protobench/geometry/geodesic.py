@@ -32,7 +32,6 @@ scores are checked finite before any argmax (a UserError, never a silent NaN acc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -42,13 +41,13 @@ from protobench.errors import UserError
 from protobench.geometry.diffusion import (
     BANDWIDTHS,
     DiffusionMap,
-    check_finite,
     delta_rule,
     distance_scale,
     fit_diffusion_map,
     nystrom,
     sq_dists,
 )
+from protobench.geometry.prototypes import Prototypes
 
 MODES = ("geo_pool", "geo_trans", "geo_class")
 POOLS = ("train", "test")
@@ -186,7 +185,9 @@ def class_logits(o: GeodesicOptions, support: torch.Tensor, query: torch.Tensor)
 
 class GeodesicHead:
     """What a few-shot method holds for ``metric="geodesic"``: options, the geo_pool
-    landmarks and (in training) the current detached map."""
+    landmarks and (in training) the current detached map. It is the scoring strategy of
+    the support prototypes (``Prototypes.scores(q, "geodesic", head=head)``), so neither the
+    methods nor the evaluators carry geodesic code of their own."""
 
     def __init__(self, options: dict[str, Any] | None) -> None:
         self.options = GeodesicOptions.parse(options)
@@ -227,14 +228,44 @@ class GeodesicHead:
                  for i in range(0, len(features), chunk)]
         return torch.cat(parts).float()
 
+    @property
+    def pointwise(self) -> bool:
+        """geo_pool embeds every point on its own: an evaluation embeds the features once
+        (:meth:`embed`) and scores them as squared euclidean distances to support means."""
+        return self.options.mode == "geo_pool"
+
     def episode_scores(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """Scores ``[e, B, N]`` of ``query [e, B, D]`` for ``support [e, N, K, D]`` in the
-        per-episode modes (geo_trans, geo_class)."""
+        """Scores ``[e, B, N]`` (float64) of ``query [e, B, D]`` for ``support [e, N, K, D]`` in
+        the per-episode modes (geo_trans, geo_class)."""
         if self.options.mode == "geo_trans":
             return trans_logits(self.options, support.double(), query.double())
         if self.options.mode == "geo_class":
             return class_logits(self.options, support.double(), query.double())
         raise UserError("episode_scores serves geo_trans and geo_class; geo_pool embeds once")
+
+    def episode_bytes(self, ways: int, samples: int, dim: int) -> int:
+        """float64 working set of one episode of ``ways`` classes with ``samples`` rows each
+        in the per-episode modes (geo_class expands the queries once per class)."""
+        return ways * samples * dim * 8 * (ways if self.options.mode == "geo_class" else 4)
+
+    def prototype_scores(self, protos: Prototypes, queries: torch.Tensor) -> torch.Tensor:
+        """The scoring strategy of ``Prototypes.scores(q, "geodesic", head=self)``: logits
+        ``[..., B, N]`` of ``queries [..., B, D]`` from the support rows the prototypes keep
+        (``[..., N, K, D]``, :meth:`Prototypes.from_support`). geo_pool: the training map of
+        the last :meth:`refresh` (differentiable); geo_trans, geo_class: per-episode maps
+        (detached, float64)."""
+        support = protos.support
+        if support is None:
+            raise UserError("geodesic scores embed the support rows: build the prototypes "
+                            "with Prototypes.from_support")
+        if self.options.mode == "geo_pool":
+            if self._train is None:
+                raise UserError("geo_pool training needs refresh() before the first episode")
+            dm, m, tau = self._train
+            return pool_logits(dm, m, tau, support, queries)
+        if support.dim() == 3:  # one episode
+            return self.episode_scores(support[None], queries[None])[0]
+        return self.episode_scores(support, queries)
 
     # -- training -------------------------------------------------------------------------
     def refresh(self, landmark_features: torch.Tensor, ways: int) -> None:
@@ -245,14 +276,11 @@ class GeodesicHead:
         self._train = (dm, m, distance_scale(dm.coords(m)))
 
     def logits(self, support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """Differentiable logits ``[B, N]`` for one episode ``support [N, K, D]``,
-        ``query [B, D]`` (geo_pool: the map from the last :meth:`refresh`)."""
-        if self.options.mode == "geo_pool":
-            if self._train is None:
-                raise UserError("geo_pool training needs refresh() before the first episode")
-            dm, m, tau = self._train
-            return pool_logits(dm, m, tau, support, query)
-        return self.episode_scores(support[None], query[None])[0].to(query.dtype)
+        """Logits ``[B, N]`` for one episode ``support [N, K, D]``, ``query [B, D]``:
+        :meth:`prototype_scores` of its support prototypes (per-episode modes in ``query``'s
+        dtype)."""
+        scores = self.prototype_scores(Prototypes.from_support(support), query)
+        return scores if self.pointwise else scores.to(query.dtype)
 
 
 def check_metric_options(metric: str, options: dict[str, Any] | None) -> GeodesicHead | None:
@@ -281,39 +309,3 @@ def refresh_pool(head: GeodesicHead, encoder: torch.nn.Module, train: Any, step:
     for b, saved in buffers:
         b.copy_(saved)
     head.refresh(z, ways)
-
-
-def evaluate_geodesic(head: GeodesicHead, features: torch.Tensor, episodes: Any,
-                      device: torch.device | str | None = None, chunk: int = 256) -> Any:
-    """Accuracy of every episode of an EpisodeList under ``head`` (an EpisodeResult).
-
-    geo_pool embeds ``features`` once and calls the batched euclidean evaluator; the
-    per-episode modes score ``chunk`` episodes at a time (batched eigendecompositions).
-    """
-    from protobench.episodic.evaluate import EpisodeResult, ci95, evaluate_episodes
-    from protobench.episodic.sampler import episode_labels
-
-    device = torch.device(device) if device is not None else features.device
-    features = features.to(device)
-    if head.options.mode == "geo_pool":
-        return evaluate_episodes(head.embed(features, episodes.ways), episodes,
-                                 metric="sqeuclidean", device=device)
-    idx_all, K = episodes.indices.to(device), episodes.shots
-    E, N, S = idx_all.shape
-    labels = episode_labels(N, S - K, device)
-    # float64 working set per episode: geo_class expands the queries once per class
-    per_episode = N * S * features.shape[1] * 8 * (N if head.options.mode == "geo_class" else 4)
-    chunk = max(1, min(chunk, 2**27 // per_episode))
-    accs: list[torch.Tensor] = []
-    for idx in _chunks(idx_all, chunk):
-        support = features[idx[:, :, :K]]  # [e, N, K, D]
-        query = features[idx[:, :, K:].reshape(len(idx), -1)]  # [e, N*Q, D]
-        scores = check_finite(head.episode_scores(support, query), "geodesic episode scores")
-        accs.append((scores.argmax(-1) == labels).double().mean(-1).cpu())
-    acc = torch.cat(accs)
-    mean, half = ci95(acc)
-    return EpisodeResult(acc, mean, half)
-
-
-def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
-    return (x[i:i + size] for i in range(0, len(x), size))

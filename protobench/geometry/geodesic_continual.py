@@ -11,7 +11,8 @@ of at least two features; Lloyd iterations from a seeded draw), computed with th
 at the end of the experience that introduces the class and frozen afterwards, like the
 class vectors of exemplar-free methods. ``normalise=True`` L2-normalises features,
 landmarks and class vectors first (the cosine geometry of NAPA-VQ's and PRD's default
-prediction).
+prediction). The state is a scoring strategy of the method's
+:class:`~protobench.geometry.prototypes.Prototypes` (``scores(z, "geodesic", head=state)``).
 """
 
 from __future__ import annotations
@@ -22,27 +23,20 @@ import torch
 import torch.nn.functional as F
 
 from protobench.errors import UserError
-from protobench.geometry.diffusion import DiffusionMap, sq_dists
+from protobench.geometry.diffusion import DiffusionMap
 from protobench.geometry.geodesic import GeodesicOptions, class_scores, fit, resolve_m
+from protobench.geometry.prototypes import Prototypes
 
 
 def centroids(x: torch.Tensor, count: int, seed: int, iters: int = 20) -> torch.Tensor:
     """At most ``count`` k-means centroids ``[c, D]`` of ``x [n, D]`` (n >= 2), each the mean
-    of at least two rows of ``x`` (smaller clusters are dropped), duplicates removed."""
+    of at least two rows of ``x`` (smaller clusters are dropped), duplicates removed: the
+    k-means prototypes of :meth:`Prototypes.from_features` for one class."""
     x = x.double()
     count = max(1, min(count, len(x) // 2))
-    g = torch.Generator().manual_seed(seed)
-    c = x[torch.randperm(len(x), generator=g)[:count].to(x.device)]
-    for _ in range(iters):
-        assign = sq_dists(x, c).argmin(1)
-        sums = torch.zeros_like(c).index_add_(0, assign, x)
-        n = torch.bincount(assign, minlength=len(c)).to(x)
-        c = torch.where(n[:, None] > 0, sums / n.clamp_min(1)[:, None], c)
-    assign = sq_dists(x, c).argmin(1)
-    n = torch.bincount(assign, minlength=len(c))
-    sums = torch.zeros_like(c).index_add_(0, assign, x)
-    keep = n >= 2
-    return torch.unique(sums[keep] / n[keep, None].to(x), dim=0)
+    one = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    protos = Prototypes.from_features(x, one, count, seed=seed, iters=iters)
+    return torch.unique(protos.vectors[0][protos.counts[0] >= 2], dim=0)
 
 
 class ContinualGeodesic:
@@ -95,6 +89,11 @@ class ContinualGeodesic:
             m = resolve_m(self.options, dm, len(vectors))
             cols.append(class_scores(dm, m, vp[c][None, None], zp, self.options.beta)[:, 0])
         return torch.stack(cols, 1).float().to(z.device)
+
+    def prototype_scores(self, protos: Prototypes, queries: torch.Tensor) -> torch.Tensor:
+        """The scoring strategy of ``Prototypes.scores(z, "geodesic", head=self)``: the
+        method's class vectors are the prototypes' centres ``[C, D]``."""
+        return self.scores(queries, protos.centres)
 
     def state_dict(self) -> dict[str, Any]:
         return {"landmarks": [lm.clone() for lm in self.landmarks]}

@@ -14,22 +14,23 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from protobench.errors import unknown_name
+from protobench.registry import Registry
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_METRICS: dict[str, Metric] = {}
-_RANKERS: dict[str, Metric] = {}
+_RANKERS: dict[str, Metric] = {}  # fast argmax forms of registered metrics, by name
+METRICS: Registry[Metric] = Registry(
+    "metric", describer=lambda name, fn: {"parameters": [], "fast_ranker": name in _RANKERS})
+"""Every registered distance by name (``protobench list metrics``); a distance takes no
+options, so ``describe`` lists no parameters."""
 
 
 def register_metric(name: str, ranker: Metric | None = None) -> Callable[[Metric], Metric]:
-    """Register a distance. ``ranker`` (optional) returns scores whose per-row argmax equals
-    the distance's argmin but skips terms constant per query (e.g. ``||q||^2``)."""
+    """Register a distance (once). ``ranker`` (optional) returns scores whose per-row argmax
+    equals the distance's argmin but skips terms constant per query (e.g. ``||q||^2``)."""
 
     def deco(fn: Metric) -> Metric:
-        if name in _METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
-        _METRICS[name] = fn
+        METRICS.register(name, fn)
         if ranker is not None:
             _RANKERS[name] = ranker
         return fn
@@ -59,13 +60,13 @@ def _rank_cos(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def get_metric(name: str) -> Metric:
-    if name not in _METRICS:
-        raise unknown_name("metric", name, list(_METRICS))
-    return _METRICS[name]
+    """The distance registered as ``name``; unknown names list the valid ones."""
+    return METRICS.get(name)
 
 
 def list_metrics() -> list[str]:
-    return sorted(_METRICS)
+    """Registered distance names, sorted."""
+    return METRICS.names()
 
 
 @register_metric("sqeuclidean", ranker=_rank_sq)

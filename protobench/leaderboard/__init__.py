@@ -1,6 +1,2 @@
-"""Result records, the SQLite store and renderers."""
-
-from protobench.leaderboard.record import Metric, ResultRecord
-from protobench.leaderboard.store import DEFAULT_STORE, ResultStore
-
-__all__ = ["DEFAULT_STORE", "Metric", "ResultRecord", "ResultStore"]
+"""Leaderboard renderers (Markdown, CSV, console). Records and the store live in
+:mod:`protobench.tasks.record` and :mod:`protobench.tasks.store`."""

@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from protobench.leaderboard.record import ResultRecord
+from protobench.tasks.record import ResultRecord
 
 #: fit statistics that are choices (what was evaluated), not measurements
 FIT_CHOICES = ("checkpoint", "train_steps", "train_ways_used", "geodesic_pool", "centred_on")
@@ -66,8 +66,14 @@ def text(v: Any) -> str:
 
 def identity(r: ResultRecord) -> dict[str, str]:
     """Everything that defines what ``r`` measured, as flattened ``key -> text`` pairs."""
-    flat = {k: v for k, v in flatten({k: v for k, v in r.config.items() if k != "fit"}).items()
+    params = r.parameters()  # the method's parameters, then the job context
+    if params.get("resolved_backbone"):  # OOD rows: "auto" -> the backbone it chose
+        params["backbone"] = params["resolved_backbone"]
+    params.pop("resolved_backbone", None)
+    flat = {k: v for k, v in flatten({k: v for k, v in params.items() if k != "fit"}).items()
             if not _is_outcome(k)}
+    if len(r.seeds) > 1:
+        flat["seeds"] = len(r.seeds)
     fit = r.config.get("fit") or {}
     for k in FIT_CHOICES:
         v = fit.get(k) if isinstance(fit, dict) else None

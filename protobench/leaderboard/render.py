@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protobench.leaderboard.labels import differing, identity, label, shared
-from protobench.leaderboard.record import ResultRecord
-from protobench.leaderboard.store import ResultStore
+from protobench.tasks.record import ResultRecord
+from protobench.tasks.store import ResultStore
 
 MARKERS = ("†", "‡", "§", "¶")
 
@@ -148,7 +148,7 @@ def notes(rows: Sequence[Row], markdown: bool = True) -> list[str]:
 
 HEADER = ("setting", "rank", "method", "accuracy % (95% CI)", "n", "config", "seed",
           "episodes", "when")
-CONSOLE_HEADER = ("setting", "#", "method", "acc % ± CI95", "n", "config", "episodes")
+CONSOLE_HEADER = ("setting", "#", "method", "acc % ± CI95", "n", "config", "episodes", "row")
 
 
 def value_name(rows: list[Row]) -> str:
@@ -174,7 +174,7 @@ def _n(row: Row) -> str:
 def console_cells(row: Row) -> list[str]:
     """The cells of ``row`` under :data:`CONSOLE_HEADER`."""
     return [row.setting, row.rank_text, row.method, row.value_text, _n(row), row.details,
-            row.manifest]
+            row.manifest, "" if row.record.id is None else str(row.record.id)]
 
 
 def _cells(row: Row) -> list[str]:

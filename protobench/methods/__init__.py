@@ -1,6 +1,7 @@
 """Method registry. Importing this package registers every built-in method."""
 
 from protobench.methods import (  # noqa: F401  (registers)
+    ce,
     finetune,
     joint,
     napa_vq,
@@ -11,15 +12,19 @@ from protobench.methods import (  # noqa: F401  (registers)
     protonet,
 )
 from protobench.methods.base import (
-    FewShotMethod,
-    Method,
     build_method,
     get_method_class,
     list_methods,
     load_method,
     register_method,
 )
-from protobench.methods.continual_base import ContinualMethod, ExperienceInfo
+from protobench.methods.protocols import (
+    ContinualMethod,
+    ExperienceInfo,
+    FewShotMethod,
+    Method,
+    OODMethod,
+)
 
-__all__ = ["ContinualMethod", "ExperienceInfo", "FewShotMethod", "Method", "build_method",
+__all__ = ["ContinualMethod", "ExperienceInfo", "FewShotMethod", "Method", "OODMethod", "build_method",
            "get_method_class", "list_methods", "load_method", "register_method"]

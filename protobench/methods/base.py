@@ -1,111 +1,66 @@
-"""Method registry and the few-shot method protocol.
+"""The method registry: ``register_method``, ``build_method``, ``load_method``.
 
-A method is a class registered with ``@register_method(name)``. It declares the
-tasks it supports (``fewshot``, ``class-incremental``, ``task-incremental``,
-``ood``) and the metrics it accepts; the CLI refuses other combinations. Its
-constructor only stores keyword arguments, so ``get_params()`` round-trips:
-``build_method(name, **m.get_params())`` rebuilds it.
-
-Few-shot methods work on features: ``fit`` (optional training on the meta-train
-split), ``features(data)`` -> ``[n, D]`` frozen embeddings, and ``metric`` for the
-nearest-prototype decision. Evaluation then needs no backbone.
+The protocols and capabilities live in :mod:`protobench.methods.protocols`.
+``load_method`` reads checkpoints with ``torch.load(weights_only=False)``: only load
+checkpoint files you trust (this is a research tool; a checkpoint can run code).
 """
 
 from __future__ import annotations
 
 import inspect
-from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from protobench.datasets.base import LabeledData
-from protobench.errors import UserError, unknown_name
-from protobench.feature_cache import FeatureCache
-
-_METHODS: dict[str, type[Method]] = {}
-
-
-class Method:
-    """Base class: stores constructor arguments and declares capabilities."""
-
-    name: ClassVar[str] = ""
-    tasks: ClassVar[frozenset[str]] = frozenset()
-    metrics: ClassVar[tuple[str, ...]] = ("sqeuclidean",)
-    trainable: ClassVar[bool] = False
-    summary: ClassVar[str] = ""
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (scikit-learn style)."""
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-    def save(self, path: str | Path) -> None:
-        torch.save({"method": self.name, "params": self.get_params(),
-                    "state": self.state_dict()}, path)
+from protobench.errors import UserError
+from protobench.methods.protocols import (  # noqa: F401  (re-exported)
+    ContinualMethod,
+    FewShotMethod,
+    Method,
+    OODMethod,
+    check_capabilities,
+)
+from protobench.registry import Registry
 
 
-class FewShotMethod(Method, ABC):
-    """Support-then-query on frozen features."""
-
-    tasks = frozenset({"fewshot"})
-    metric: str = "sqeuclidean"
-    feature_cache: FeatureCache | None = None  # set by the runner; not a parameter
-
-    def fit(self, train: LabeledData | None, device: torch.device, steps: int | None = None,
-            progress: bool = True) -> dict[str, float]:
-        """Learn from the meta-train split; returns training statistics (may be empty)."""
-        return {}
-
-    @abstractmethod
-    def features(self, data: LabeledData, device: torch.device) -> torch.Tensor:
-        """Frozen embeddings ``[n, D]`` of every sample of ``data`` (CPU)."""
-
-    def transform(self, features: torch.Tensor) -> torch.Tensor:
-        """Post-processing applied to evaluation features (identity by default)."""
-        return features
-
-    def feature_key(self, data: LabeledData) -> str | None:
-        """What determines ``features(data)`` besides the data (backbone, weights hash), or
-        None when there is nothing worth caching (e.g. the data already are features)."""
-        return None
-
-    def cached_features(self, data: LabeledData, device: torch.device) -> torch.Tensor:
-        """``features(data)``, through ``feature_cache`` when one is set and the method has a
-        feature key: an unchanged encoder never re-runs on the same split."""
-        key = self.feature_key(data) if self.feature_cache is not None else None
-        if key is None or self.feature_cache is None:
-            return self.features(data, device)
-        return self.feature_cache.get(data, key, lambda: self.features(data, device),
-                                      data.meta.get("load_options", {}))
+def _check_method(name: str, cls: type[Method]) -> None:
+    """Registration-time hook: name the class and check its declared capabilities."""
+    cls.name = name
+    check_capabilities(cls)
 
 
-def register_method(name: str):
-    def deco(cls: type[Method]) -> type[Method]:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is already registered")
-        cls.name = name
-        _METHODS[name] = cls
-        return cls
+def _describe_method(name: str, cls: type[Method]) -> dict[str, Any]:
+    """The method-specific part of ``METHODS.describe(name)``: capabilities, job options
+    and presets (``protobench methods NAME``)."""
+    from protobench.methods.presets import list_presets
 
-    return deco
+    return {"capabilities": cls.capabilities(), "job_options": list(cls.job_options),
+            "presets": {k: asdict(p) for k, p in list_presets(name).items()}}
+
+
+METHODS: Registry[type[Method]] = Registry("method", on_register=_check_method,
+                                           describer=_describe_method)
+"""Every registered method class by name (``protobench list methods``)."""
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator: register a :class:`Method` subclass as ``name``; its capabilities
+    are checked (:func:`~protobench.methods.protocols.check_capabilities`) and a name
+    registered twice is refused."""
+    return METHODS.register(name)
 
 
 def list_methods(task: str | None = None) -> list[type[Method]]:
-    return [_METHODS[k] for k in sorted(_METHODS) if task is None or task in _METHODS[k].tasks]
+    """Registered method classes sorted by name, only those supporting ``task`` if given."""
+    return [cls for cls in METHODS.list() if task is None or task in cls.tasks]
 
 
 def get_method_class(name: str) -> type[Method]:
-    if name not in _METHODS:
-        raise unknown_name("method", name, list(_METHODS))
-    return _METHODS[name]
+    """The class registered as ``name``; unknown names list the valid ones."""
+    return METHODS.get(name)
 
 
 def build_method(name: str, task: str | None = None, **params: Any) -> Method:
@@ -118,11 +73,12 @@ def build_method(name: str, task: str | None = None, **params: Any) -> Method:
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise UserError(f"method {name!r} has no parameter(s) {', '.join(unknown)}; "
-                        f"it takes: {', '.join(sorted(accepted))}")
+                        f"it takes: {', '.join(sorted(accepted))} (see `protobench methods "
+                        f"{name}`)")
     metric = params.get("metric")
-    if metric is not None and metric not in cls.metrics:
+    if metric is not None and metric not in cls.distances:
         raise UserError(f"method {name!r} does not support metric {metric!r}; "
-                        f"choose one of: {', '.join(cls.metrics)}")
+                        f"choose one of: {', '.join(cls.distances)}")
     return cls(**params)
 
 

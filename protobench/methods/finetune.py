@@ -53,6 +53,8 @@ class Finetune(ContinualMethod):
 
     summary = "naive fine-tuning on each experience, growing linear head (lower bound)"
 
+    job_options = ("epochs", "seed", "backbone")
+
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 2e-4, lr_step: int = 45,
                  lr_gamma: float = 0.1, temperature: float = 0.1, seed: int = 0) -> None:

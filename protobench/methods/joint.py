@@ -55,6 +55,8 @@ class Joint(Finetune):
     summary = "joint training on all data seen so far (upper bound; keeps the data)"
     keeps_data = True
 
+    job_options = ("epochs", "seed", "backbone")
+
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 2e-4, lr_step: int = 45,
                  lr_gamma: float = 0.1, temperature: float = 0.1, reinit: bool = False,

@@ -13,10 +13,13 @@ omega_j d_j)`` over the label CV's graph neighbours (squared distances, stop-gra
 softmin weights ``omega``), each call refreshing the graph around the samples' best
 matching units; ``A``: pseudo-features on the segment from an old class's rotation-0 mean
 towards a uniformly drawn graph neighbour's mean. Old CVs get a zero gradient (plain SGD:
-bit-exactly frozen). Prediction: nearest rotation-0 CV in cosine geometry
-(:class:`~protobench.geometry.PrototypeIndex`); with ``metric="geodesic"``, per-class
-diffusion maps instead (:mod:`protobench.geometry.geodesic_continual`). State: encoder,
-codebook, graph, the per-label class means ``mu``; nothing per sample.
+bit-exactly frozen). Prediction: nearest rotation-0 CV in cosine geometry, the CVs held as
+:class:`~protobench.geometry.Prototypes` whose cached
+:class:`~protobench.geometry.PrototypeIndex` is built once per experience (not per batch);
+with ``metric="geodesic"``, per-class diffusion maps score them as a strategy
+(:mod:`protobench.geometry.geodesic_continual`). Class means are running ``Prototypes``
+with ``M = R`` (one slot per rotation). State: encoder, codebook, graph, the per-label class
+means ``mu``; nothing per sample.
 
 Departures from the reference code (all behaviour-neutral or bug fixes):
 
@@ -52,7 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protobench.geometry.geodesic_continual import continual_geodesic
-from protobench.geometry.index import PrototypeIndex
+from protobench.geometry.prototypes import Prototypes
 from protobench.methods.base import register_method
 from protobench.methods.continual_base import (
     ContinualMethod,
@@ -156,8 +159,10 @@ def augment_prototypes(means: torch.Tensor, edges: torch.Tensor, num_old: int, n
 class NapaVQ(ContinualMethod):
     """NAPA-VQ (ICCV 2023): rotation labels, CV codebook + graph, NA-PA, feature KD."""
 
-    metrics = ("cosine", "geodesic")
+    distances = ("cosine", "geodesic")
     summary = "neighbourhood-aware prototype augmentation + vector quantisation (exemplar-free)"
+
+    job_options = ("epochs", "seed", "backbone")
 
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 64,
                  lr: float = 1e-3, lr_incremental: float = 1e-4, weight_decay: float = 2e-4,
@@ -199,6 +204,7 @@ class NapaVQ(ContinualMethod):
         self.in_shape: tuple[int, ...] | None = None
         self.backbone_name = ""
         self.rot = rotations  # effective R (1 for inputs that cannot be rotated)
+        self._held: tuple[torch.Tensor, int, Prototypes] | None = None  # class_prototypes()
 
     def _build(self, in_shape: tuple[int, ...]) -> nn.Module:
         if self._new_encoder(in_shape):
@@ -222,18 +228,18 @@ class NapaVQ(ContinualMethod):
     @torch.no_grad()
     def _class_means(self, x: Inputs, y: torch.Tensor, info: ExperienceInfo,
                      device: torch.device) -> None:
-        """``mu[R*c + k]`` = mean eval-mode feature of class ``c`` rotated ``k`` times."""
+        """``mu[R*c + k]`` = mean eval-mode feature of class ``c`` rotated ``k`` times: running
+        :class:`Prototypes` of the new classes with one slot per rotation (``[C_new, R, D]``)."""
         assert self.encoder is not None
         was = self.encoder.training
         self.encoder.eval()
-        lo, labels = self.rot * info.num_old, self.rot * info.num_seen
-        sums = torch.zeros(labels - lo, self.encoder.out_dim, device=device, dtype=torch.float64)
-        counts = torch.zeros(labels - lo, device=device, dtype=torch.float64)
+        acc = Prototypes.empty(torch.tensor(info.classes), self.encoder.out_dim, self.rot,
+                               device=device)
         for xb, yb in iterate_batches(x, y, 512, torch.Generator(), shuffle=False):
             xr, yr = rotate(xb.to(device), yb.to(device), self.rot)
-            sums.index_add_(0, yr - lo, self.encoder(xr).double())
-            counts.index_add_(0, yr - lo, torch.ones_like(yr, dtype=torch.float64))
-        self.means[lo:labels] = (sums / counts.clamp(min=1)[:, None]).float().cpu()
+            acc.update(self.encoder(xr), yr // self.rot, slots=yr % self.rot)
+        self.means[self.rot * info.num_old:self.rot * info.num_seen] = \
+            acc.vectors.flatten(0, 1).cpu()
         self.encoder.train(was)
 
     def train_experience(self, x: Inputs, y: torch.Tensor, info: ExperienceInfo,
@@ -320,22 +326,26 @@ class NapaVQ(ContinualMethod):
         """The rotation-0 CV of every seen class ``[C, D]`` (what prediction compares)."""
         return self.codebook[::self.rot]
 
+    def class_prototypes(self) -> Prototypes:
+        """:meth:`class_vectors` as :class:`Prototypes`, held until the codebook is replaced,
+        so its index is built once per experience (in-place edits of the codebook reach the
+        index cache through the tensor's version counter)."""
+        held = self._held
+        if held is None or held[0] is not self.codebook or held[1] != self.rot:
+            held = self._held = (self.codebook, self.rot,
+                                 Prototypes.from_vectors(self.class_vectors()))
+        return held[2]
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
         """Cosine similarity minus 1 to each class's rotation-0 CV ``[B, C]`` (argmax =
-        nearest CV after L2 normalisation of features and CVs)."""
+        nearest CV after L2 normalisation of features and CVs), or the geodesic head's."""
         if self.encoder is None or not len(self.codebook):
             raise RuntimeError(f"{self.name} predicts only after train_experience")
         self.encoder.to(device).eval()
         z = self.encoder(x.to(device)).float()
-        if self.geodesic is not None:
-            return self.geodesic.scores(z, self.class_vectors()).cpu()
-        vectors = self.class_vectors().to(z.device)
-        index = PrototypeIndex(vectors, metric="cosine", backend=self.index_backend)
-        dist, ids = index.search(z, k=len(vectors))
-        scores = torch.empty(len(z), len(vectors), device=dist.device)
-        scores.scatter_(1, ids.long(), -dist.float())
-        return scores.cpu()
+        return self.class_prototypes().scores(z, self.metric, head=self.geodesic,
+                                              backend=self.index_backend).cpu()
 
     def state_dict(self) -> dict[str, Any]:
         if self.encoder is None:

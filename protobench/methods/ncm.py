@@ -7,6 +7,11 @@ any backbone loaded from a checkpoint (``checkpoint=`` a file written by
 ``--save-checkpoint`` of another method, e.g. a trained ProtoNet). ``metric="geodesic"``
 compares class means in diffusion coordinates of the centred, normalised features
 (:mod:`protobench.geometry.geodesic`).
+
+The support means are the evaluator's (``Prototypes.from_support`` -> ``scores``); NCM has
+no prototype code of its own. The centring mean is not a class prototype: it stays one
+float32 ``mean(0)`` over the meta-train features (a float64 ``Prototypes`` sum would move
+the last bits of every feature, and with them the board's numbers).
 """
 
 from __future__ import annotations
@@ -29,8 +34,10 @@ from protobench.utils import sha256_json
 class NCM(FewShotMethod):
     """Centre by the base-class mean, L2-normalise, nearest class mean."""
 
-    metrics = ("sqeuclidean", "euclidean", "cosine", "geodesic")
+    distances = ("sqeuclidean", "euclidean", "cosine", "geodesic")
     summary = "nearest class mean, centring + L2 normalisation (SimpleShot CL2N), no training"
+
+    job_options = ("backbone",)
 
     def __init__(self, backbone: str = "identity", metric: str = "sqeuclidean",
                  centre: bool = True, normalise: bool = True, checkpoint: str = "",

@@ -3,7 +3,8 @@
 Lu et al., ICLR 2024 (card ``shared/methods/palm.md``; reference ``jeff024/PALM``).
 Encoder ``f`` and projector ``g`` (Linear-ReLU-Linear), ``z = normalize(g(f(x)))`` of two
 augmented views; ``M`` prototypes per class in a buffer updated by EMA from a Sinkhorn
-soft assignment with class mask and top-k (:mod:`protobench.methods.palm_loss`);
+soft assignment with class mask and top-k (:mod:`protobench.methods.palm_loss`;
+``class_prototypes`` views the buffer as :class:`~protobench.geometry.Prototypes`);
 ``L = L_MLE + lambda L_pc`` in the code's form. No classifier head: at test time the
 penultimate features ``h = f(x)`` (before the projector) go to a feature score; the paper
 reports the SSD+ score (``default_score = "ssd"``).
@@ -52,10 +53,11 @@ from torch import nn
 from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import LabeledData
 from protobench.errors import UserError, check_input_shape
+from protobench.geometry.prototypes import Prototypes
 from protobench.methods.base import register_method
 from protobench.methods.palm_augment import paper_view, shift_noise_view
 from protobench.methods.palm_loss import PALMCriterion
-from protobench.ood.model import OODMethod
+from protobench.methods.protocols import OODMethod
 from protobench.progress import training_bar
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -96,6 +98,8 @@ class PALM(OODMethod):
     has_classifier = False
     default_score = "ssd"
     summary = "PALM (Lu et al. 2024): mixture of prototypes, Sinkhorn + EMA, SSD+ score"
+
+    job_options = ("epochs", "seed", "backbone")
 
     def __init__(self, backbone: str | None = None, preset: str = "auto", labelled: bool = True,
                  epochs: int | None = None, batch_size: int | None = None,
@@ -296,6 +300,16 @@ class PALM(OODMethod):
         if self.criterion is None:
             raise UserError("palm: no trained model; run fit or load a checkpoint first")
         return self.criterion.protos.detach().cpu()
+
+    @property
+    def class_prototypes(self) -> Prototypes:
+        """The mixture as :class:`Prototypes` ``[C, M, d]`` (``vectors[c, m]`` = row ``m*C + c``
+        of :attr:`prototypes`; unlabelled: ``[K, 1, d]``), scored in the projected space
+        (:meth:`embed`) as the max over each class's ``M`` prototypes."""
+        protos = self.prototypes  # a UserError when untrained
+        assert self.criterion is not None
+        c, m = self.criterion.num_classes, self.criterion.per_class
+        return Prototypes.from_vectors(protos.view(m, c, -1).transpose(0, 1))
 
     def state_dict(self) -> dict[str, Any]:
         if self.encoder is None:

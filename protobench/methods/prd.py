@@ -17,8 +17,10 @@ how the old prototypes relate to the samples::
 e.g. 0.1): per old prototype a softmax over the mini-batch samples of ``cos(p_k, h_i)/tau``,
 ``sum_k KL(teacher || student)``. Gradients: L_SC -> f, g; L_p -> current prototypes;
 L_d -> f and the old prototypes (they keep moving); the teacher gets none. Prediction:
-nearest prototype in cosine geometry (:class:`~protobench.geometry.PrototypeIndex`)
-over the classes seen so far (with ``metric="geodesic"``, per-class diffusion maps:
+nearest prototype in cosine geometry over the classes seen so far, through the learnt
+tensor wrapped as :class:`~protobench.geometry.Prototypes` (its cached
+:class:`~protobench.geometry.PrototypeIndex` is built once per experience, not per batch;
+with ``metric="geodesic"``, per-class diffusion maps score it as a strategy:
 :mod:`protobench.geometry.geodesic_continual`). State: f, g, the prototypes, the class
 ranges of the experiences, and the encoder optimiser's momentum (one optimiser for the
 whole run, as the reference); nothing per sample.
@@ -52,7 +54,7 @@ from torch import nn
 
 from protobench.errors import UserError
 from protobench.geometry.geodesic_continual import continual_geodesic
-from protobench.geometry.index import PrototypeIndex
+from protobench.geometry.prototypes import Prototypes
 from protobench.methods.base import register_method
 from protobench.methods.continual_base import (
     ContinualMethod,
@@ -173,8 +175,10 @@ def projector(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 class PRD(ContinualMethod):
     """PRD (ICML 2023): SupCon + prototypes in feature space + relation distillation."""
 
-    metrics = ("cosine", "geodesic")
+    distances = ("cosine", "geodesic")
     summary = "supervised contrast + prototype-sample relation distillation (replay-free)"
+
+    job_options = ("epochs", "seed", "backbone")
 
     def __init__(self, backbone: str = "auto", epochs: int = 100,
                  warmup_epochs: int | None = None, batch_size: int = 128, lr: float = 0.01,
@@ -212,7 +216,7 @@ class PRD(ContinualMethod):
         self.geodesic = continual_geodesic(metric, metric_options)
         self.encoder: nn.Module | None = None
         self.projector: nn.Module | None = None
-        self.prototypes = torch.empty(0)  # P [C, D]
+        self.protos = Prototypes.from_vectors(torch.empty(0, 0))  # P [C, D]: no class yet
         self.bounds: list[int] = [0]  # class offsets of the experiences seen
         self.optimizer: torch.optim.SGD | None = None
         self.in_shape: tuple[int, ...] | None = None
@@ -305,21 +309,26 @@ class PRD(ContinualMethod):
                 "seconds": round(time.perf_counter() - start, 2),
                 **{f"{k}_last_epoch": v for k, v in stats.items()}}
 
+    @property
+    def prototypes(self) -> torch.Tensor:
+        """``P [C, D]``, one per seen class: a view of :attr:`protos`, whose index is built
+        once per experience (assigning a tensor wraps it in new :class:`Prototypes`)."""
+        return self.protos.centres
+
+    @prototypes.setter
+    def prototypes(self, value: torch.Tensor) -> None:
+        self.protos = Prototypes.from_vectors(value)
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """Cosine similarity minus 1 to every seen class's prototype ``[B, C]``."""
+        """Cosine similarity minus 1 to every seen class's prototype ``[B, C]`` (through the
+        cached index), or the geodesic head's scores."""
         if self.encoder is None or not len(self.prototypes):
             raise RuntimeError(f"{self.name} predicts only after train_experience")
         self.encoder.to(device).eval()
         h = self.encoder(x.to(device)).float()
-        if self.geodesic is not None:
-            return self.geodesic.scores(h, self.prototypes).cpu()
-        index = PrototypeIndex(self.prototypes.to(h.device), metric="cosine",
-                               backend=self.index_backend)
-        dist, ids = index.search(h, k=len(self.prototypes))
-        scores = torch.empty(len(h), len(self.prototypes), device=dist.device)
-        scores.scatter_(1, ids.long(), -dist.float())
-        return scores.cpu()
+        return self.protos.scores(h, self.metric, head=self.geodesic,
+                                  backend=self.index_backend).cpu()
 
     def state_dict(self) -> dict[str, Any]:
         if self.encoder is None or self.projector is None or self.optimizer is None:

@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from protobench.errors import UserError
-from protobench.methods.base import get_method_class
+from protobench.errors import UserError, unknown_name
+from protobench.methods.protocols import Method
 
 BEST, DEFAULTS, AUTO = "best", "defaults", "auto"
 
@@ -57,9 +57,25 @@ class Preset:
         return f"{self.method}:{self.name}@v{self.version}"
 
 
+def _registered() -> dict[str, type[Method]]:
+    """The registered method classes by name, found through the protocol classes (the
+    registry in :mod:`protobench.methods.base` imports this module, not the reverse)."""
+    out: dict[str, type[Method]] = {}
+    todo = list(Method.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.name and cls.__dict__.get("name") == cls.name:
+            out.setdefault(cls.name, cls)
+    return out
+
+
 def preset_file(method: str) -> Path:
     """``<registered name>.yaml`` in the folder of the method's module."""
-    return Path(inspect.getfile(get_method_class(method))).with_name(f"{method}.yaml")
+    classes = _registered()
+    if method not in classes:
+        raise unknown_name("method", method, list(classes))
+    return Path(inspect.getfile(classes[method])).with_name(f"{method}.yaml")
 
 
 @cache

@@ -1,7 +1,8 @@
 """Proto-CLIP (P, Palanisamy, Chao, Du, Xiang, IROS 2024): vision-language prototypes.
 
 Card: ``shared/methods/proto_clip.md`` (reference code ``IRVLUTD/Proto-CLIP`` @ ``ae15ad9``).
-Image prototypes ``Ci`` = class means of the L2-normalised support features (renormalised);
+Image prototypes ``Ci`` = class means of the L2-normalised support features (renormalised:
+``Prototypes.from_support(s, normalise=True)``);
 text prototypes ``Ct`` = normalised mean of the normalised prompt features of each class
 name; for a unit query ``q``::
 
@@ -44,6 +45,7 @@ from protobench.datasets.base import LabeledData
 from protobench.episodic import EpisodeSpec, make_episodes
 from protobench.episodic.sampler import episode_labels
 from protobench.errors import UserError
+from protobench.geometry.prototypes import Prototypes
 from protobench.methods.base import FewShotMethod, register_method
 from protobench.methods.clip_encoders import (
     OpenClipEncoder,
@@ -60,7 +62,7 @@ BETAS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + tuple(float(b) for b in
 
 def image_prototypes(support: torch.Tensor) -> torch.Tensor:
     """``[..., N, K, d]`` -> ``[..., N, d]``: normalise rows, mean over K, renormalise."""
-    return F.normalize(F.normalize(support, dim=-1).mean(-2), dim=-1)
+    return Prototypes.from_support(support, normalise=True).centres
 
 
 def mixture_probs(q: torch.Tensor, c_img: torch.Tensor, c_txt: torch.Tensor, alpha: float,
@@ -92,7 +94,8 @@ def grid_search(q: torch.Tensor, c_img: torch.Tensor, c_txt: torch.Tensor, label
 
 
 class _ProtoCLIPBase(FewShotMethod):
-    metrics = ("sqeuclidean",)
+    distances = ()
+    scores_episodes = True
     episode_chunk = 256
 
     clip_model: str
@@ -187,6 +190,8 @@ class ProtoCLIP(_ProtoCLIPBase):
 
     summary = "Proto-CLIP (P et al. 2024), training-free: CLIP image + text prototypes"
 
+    job_options = ("clip_model", "pretrained", "seed")
+
     def __init__(self, clip_model: str = "RN50", pretrained: str = "openai",
                  alpha: float | None = None, beta: float | None = None, prompts: str = "auto",
                  search_episodes: int = 200, seed: int = 0) -> None:
@@ -212,6 +217,8 @@ class ProtoCLIPF(_ProtoCLIPBase):
 
     summary = "Proto-CLIP-F (P et al. 2024): memories + query adapter fine-tuned per episode"
     episode_chunk = 1
+
+    job_options = ("clip_model", "pretrained", "seed")
 
     def __init__(self, clip_model: str = "RN50", pretrained: str = "openai",
                  alpha: float | None = None, beta: float | None = None, prompts: str = "auto",

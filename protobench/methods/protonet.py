@@ -15,10 +15,12 @@ Option ``amp=True`` trains the encoder under bfloat16 autocast (about 1.7x faste
 CPUs with AVX-512 BF16); distances and loss stay float32 and evaluation features are
 always float32. Off by default, as the card trains in float32.
 
-``metric="geodesic"`` (GeoProto-style, :mod:`protobench.geometry.geodesic`, options in
-``metric_options``): episodes are scored in diffusion coordinates; in geo_pool mode the
-landmark map is refitted from the meta-train split every ``refresh`` episodes (detached) and
-the loss back-propagates through the Nyström extension into the encoder.
+Prototypes and logits are :class:`~protobench.geometry.Prototypes` (``from_support``,
+``scores``). ``metric="geodesic"`` (GeoProto-style, :mod:`protobench.geometry.geodesic`,
+options in ``metric_options``): the head scores the support prototypes in diffusion
+coordinates; in geo_pool mode the landmark map is refitted from the meta-train split every
+``refresh`` episodes (detached) and the loss back-propagates through the Nyström extension
+into the encoder.
 
 Departures: no validation-based early stopping or trainval retraining (training length
 is ``--train-steps``); when the meta-train split has fewer classes than ``train_ways``
@@ -40,7 +42,7 @@ from protobench.episodic.sampler import EpisodeSpec, episode_labels, sample_epis
 from protobench.errors import check_input_shape
 from protobench.feature_cache import weights_hash
 from protobench.geometry.geodesic import GeodesicHead, check_metric_options, refresh_pool
-from protobench.geometry.metrics import get_metric
+from protobench.geometry.prototypes import Prototypes
 from protobench.methods.base import FewShotMethod, register_method
 from protobench.progress import training_bar
 from protobench.utils import sha256_json
@@ -52,14 +54,14 @@ def lr_at(episode: int, lr: float = 1e-3, every: int = 2000, gamma: float = 0.5)
 
 
 def prototypes(z_support: torch.Tensor) -> torch.Tensor:
-    """``[..., N, K, D]`` -> ``[..., N, D]`` class means."""
-    return z_support.mean(dim=-2)
+    """``[..., N, K, D]`` -> ``[..., N, D]`` class means (Eq. 1)."""
+    return Prototypes.from_support(z_support).centres
 
 
 def proto_logits(z_query: torch.Tensor, protos: torch.Tensor, metric: str = "sqeuclidean",
                  temperature: float = 1.0) -> torch.Tensor:
     """``[M, D]`` x ``[N, D]`` -> logits ``[M, N]`` = ``-d(z, c) / temperature``."""
-    return -get_metric(metric)(z_query, protos) / temperature
+    return Prototypes.from_vectors(protos).scores(z_query, metric) / temperature
 
 
 def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: int,
@@ -76,10 +78,10 @@ def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: in
         z = encoder(x.flatten(0, 1))
     z = (z.float() if amp else z).view(ways, per_class, -1)
     zq = z[:, shots:].flatten(0, 1)
+    logits = Prototypes.from_support(z[:, :shots]).scores(zq, metric, head=head)
     if head is not None:
-        logits = head.logits(z[:, :shots], zq).float() / temperature
-    else:
-        logits = proto_logits(zq, prototypes(z[:, :shots]), metric, temperature)
+        logits = logits.float()  # the head's float64 diffusion-coordinate scores
+    logits = logits / temperature
     y = episode_labels(ways, per_class - shots, x.device)
     return F.cross_entropy(logits, y), (logits.argmax(1) == y).float().mean()
 
@@ -88,9 +90,12 @@ def episode_loss(encoder: torch.nn.Module, x: torch.Tensor, ways: int, shots: in
 class ProtoNet(FewShotMethod):
     """Episodically trained encoder + nearest class mean under ``metric``."""
 
-    metrics = ("sqeuclidean", "euclidean", "cosine", "geodesic")
-    trainable = True
+    distances = ("sqeuclidean", "euclidean", "cosine", "geodesic")
+    trains = True
     summary = "Prototypical Networks (Snell et al. 2017): Conv-4, episodic training"
+
+    job_options = ("train_steps", "train_ways", "train_shots", "train_queries", "seed",
+                   "backbone")
 
     def __init__(self, backbone: str = "conv4", metric: str = "sqeuclidean",
                  train_ways: int = 60, train_shots: int = 1, train_queries: int = 5,

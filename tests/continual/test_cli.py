@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.leaderboard import ResultStore
+from protobench.tasks import ResultStore
 
 runner = CliRunner()
 FAST = ("--backbone", "mlp", "-o", "image_size=8", "--epochs", 2, "--device", "cpu",
@@ -35,7 +35,7 @@ def test_continual_prints_matrix_saves_plot_and_writes_one_row(tmp_path):
                               "class_order": "pass"}
     matrix = record.config["fit"]["accuracy_matrix"]
     assert len(matrix) == 5 and matrix[0][1] is None and matrix[4][4] is not None
-    assert record.config["backbone"] == "mlp" and record.config["epochs"] == 2
+    assert record.method_params["backbone"] == "mlp" and record.method_params["epochs"] == 2
     pass_order = np.random.RandomState(1993).permutation(10).tolist()
     assert record.config["stream"]["class_order"] == pass_order
     for key in ("average_incremental_accuracy", "final_accuracy", "average_forgetting",
@@ -43,8 +43,8 @@ def test_continual_prints_matrix_saves_plot_and_writes_one_row(tmp_path):
         assert 0 <= abs(record.metrics[key].value) <= 1
     assert record.primary_metric == "average_incremental_accuracy"
     assert (run_dir / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((run_dir / "result.json").read_text())["manifest_hash"] == \
-        record.manifest_hash
+    (saved,) = json.loads((run_dir / "result.json").read_text())["rows"]
+    assert saved["manifest_hash"] == record.manifest_hash
     shown = run("leaderboard", "show", "continual/digits", "--store", store)
     assert shown.exit_code == 0 and "finetune" in shown.output
 

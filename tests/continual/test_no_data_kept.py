@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protobench.continual.run import run_stream
 from protobench.methods import build_method, list_methods
 from protobench.methods.continual_base import holds_rows
+from protobench.tasks.continual_run import run_stream
 
 CPU = torch.device("cpu")
 METHODS = [m.name for m in list_methods("class-incremental")

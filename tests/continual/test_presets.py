@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.continual.job import ContinualConfig, run_continual
-from protobench.leaderboard import ResultStore
 from protobench.methods.presets import list_presets
+from protobench.tasks import ResultStore
+from protobench.tasks.continual import ContinualConfig, run_continual
 
 runner = CliRunner()
 
@@ -26,7 +26,7 @@ def test_digits_preset_learns_every_new_experience(tmp_path, method):
     assert out.record.config["preset"] == preset.label
     assert out.record.config["dataset_options"] == preset.dataset_options
     for key, value in preset.params.items():
-        assert out.record.config[key] == value
+        assert out.record.method_params[key] == value
 
 
 def test_config_defaults_and_unknown_presets(tmp_path):
@@ -40,4 +40,4 @@ def test_config_defaults_and_unknown_presets(tmp_path):
     assert ok.exit_code == 0, ok.output
     (row,) = ResultStore(store).records()
     assert row.config["preset"] == "defaults"
-    assert row.config["kd_weight"] == 10.0 and row.config["batch_size"] == 64  # the card's
+    assert row.method_params["kd_weight"] == 10.0 and row.method_params["batch_size"] == 64  # the card's

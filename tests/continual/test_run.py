@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from protobench.continual.run import read_checkpoint, run_stream
 from protobench.errors import UserError
 from protobench.methods import build_method
 from protobench.methods.continual_base import ContinualMethod, ExperienceInfo
+from protobench.tasks.continual_run import read_checkpoint, run_stream
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +110,7 @@ def test_resume_refuses_other_options_or_no_checkpoint(digits_stream, tmp_path):
 
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
-    from protobench.continual import ContinualConfig, run_continual
+    from protobench.tasks.continual import ContinualConfig, run_continual
 
     def kill(t, acc):
         if t == 0:
@@ -125,7 +125,7 @@ KILLED_RUN = textwrap.dedent("""
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="needs SIGKILL")
 def test_killed_process_resumes_to_the_uninterrupted_matrix(tmp_path):
-    from protobench.continual import ContinualConfig, run_continual
+    from protobench.tasks.continual import ContinualConfig, run_continual
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -148,8 +148,8 @@ def test_killed_process_resumes_to_the_uninterrupted_matrix(tmp_path):
 
 
 def test_few_steps_warning_counts_sgd_steps_of_the_smallest_experience(digits_stream):
-    from protobench.continual.job import few_steps_warning
     from protobench.methods import build_method
+    from protobench.tasks.continual import few_steps_warning
 
     smallest = min(len(e.train_indices) for e in digits_stream)  # ~280 images of 2 digits
     steps = -(-smallest // 128)  # batch 128 -> 3 steps per epoch: too few

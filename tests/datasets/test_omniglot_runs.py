@@ -13,6 +13,7 @@ from scipy.spatial import cKDTree
 
 from protobench.datasets import LabeledData, get_dataset, load_dataset
 from protobench.datasets import omniglot as omni
+from protobench.episodic import fixed_episodes
 from protobench.errors import DataError
 
 LAKE_MHD_ERRORS = [45, 35, 40, 25, 30, 15, 60, 35, 40, 55, 15, 70, 65, 35, 15, 25, 30, 40, 70, 30]
@@ -34,7 +35,7 @@ def test_runs_hold_20_runs_of_20_pairs(runs):
 def test_fixed_episodes_use_every_training_class_once_per_run(runs):
     entry = get_dataset("omniglot-runs")
     assert entry.train_dataset == ("omniglot", "train")
-    eps = entry.episodes(runs)
+    eps = fixed_episodes(entry, runs)  # the dataset's indices, wrapped by episodic
     assert (eps.episodes, eps.ways, eps.shots, eps.queries) == (20, 20, 1, 1)
     assert eps.dataset == "omniglot-runs" and eps.split == "test" and eps.seed is None
     assert eps.dataset_checksum == runs.checksum and eps.class_names == runs.class_names

@@ -4,8 +4,9 @@ import pytest
 import torch
 from sklearn.metrics import pairwise_distances
 
-from protobench.episodic import EpisodeSpec, ci95, evaluate_episodes, make_episodes
+from protobench.episodic import EpisodeSpec, make_episodes
 from protobench.errors import UserError
+from protobench.evaluation import ci95, evaluate_episodes
 from tests.conftest import make_features
 
 
@@ -77,8 +78,9 @@ def test_nan_features_are_refused():
 
 
 def test_streaming_evaluation_matches_the_episode_list(monkeypatch):
-    from protobench.episodic import evaluate_spec, make_episodes
+    from protobench.episodic import make_episodes
     from protobench.episodic import sampler as sampler_mod
+    from protobench.evaluation import evaluate_spec
 
     monkeypatch.setattr(sampler_mod, "CHUNK", 100)  # several sampler chunks
     data = make_features(n_classes=8, per_class=25, dim=16, seed=2)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes
-from protobench.episodic.scored import evaluate_scored
+from protobench.episodic import EpisodeSpec, make_episodes
 from protobench.errors import UserError
+from protobench.evaluation import evaluate_episodes
+from protobench.evaluation.scored import evaluate_scored
 from protobench.geometry.metrics import get_metric
 from tests.conftest import make_features
 

@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes
+from protobench.datasets.synthetic import as_data, swiss_roll, two_spirals
+from protobench.episodic import EpisodeSpec, make_episodes
+from protobench.evaluation import evaluate_episodes, evaluate_geodesic
 from protobench.geometry.diffusion import distance_scale, fit_diffusion_map, sq_dists
 from protobench.geometry.geodesic import (
     GeodesicHead,
     class_scores,
-    evaluate_geodesic,
     pool_logits,
     refresh_pool,
 )
-from protobench.geometry.manifolds import as_data, swiss_roll, two_spirals
 from protobench.geometry.metrics import get_metric
 from protobench.methods.protonet import episode_loss
 from tests.geometry.test_diffusion import local_scaling_reference

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.leaderboard import ResultStore
+from protobench.tasks import ResultStore
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +26,8 @@ def test_fewshot_geodesic_trains_protonet_and_keeps_transductive_rows_apart(tmp_
               "--store", store, "--no-progress", "--cache-dir", tmp_path / "cache")
     assert res.exit_code == 0, res.output
     (row,) = ResultStore(store).records("fewshot/digits")
-    assert row.method == "protonet" and row.config["metric"] == "geodesic"
-    assert row.config["metric_options"] == {"landmarks": 150, "refresh": 2}
+    assert row.method == "protonet" and row.method_params["metric"] == "geodesic"
+    assert row.method_params["metric_options"] == {"landmarks": 150, "refresh": 2}
     assert row.config["fit"]["geodesic_pool"] == "digits:train"
     assert 0.2 < row.metrics["accuracy"].value <= 1
     trans = run("fewshot", "-d", "digits", "-m", "ncm", "--metric", "geodesic",
@@ -37,7 +37,7 @@ def test_fewshot_geodesic_trains_protonet_and_keeps_transductive_rows_apart(tmp_
     assert "fewshot-transductive/digits" in trans.output
     assert len(ResultStore(store).records("fewshot/digits")) == 1
     (t_row,) = ResultStore(store).records("fewshot-transductive/digits")
-    assert t_row.config["metric_options"] == {"mode": "geo_trans"}
+    assert t_row.method_params["metric_options"] == {"mode": "geo_trans"}
     bad = run("fewshot", "-d", "digits", "-m", "ncm", "--metric-option", "mode=geo_trans",
               "--episodes", 10, "--store", store, "--no-progress")
     assert bad.exit_code == 2 and "apply to --metric geodesic" in bad.output

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from protobench.datasets import load_dataset
-from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes
+from protobench.episodic import EpisodeSpec, make_episodes
+from protobench.evaluation import evaluate_episodes
 from protobench.interop.learn2learn import (
     episodes_from_taskset,
     labeled_data_from_taskset,

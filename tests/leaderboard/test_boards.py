@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from protobench.leaderboard import Metric, ResultRecord, ResultStore
+from protobench.tasks import Metric, ResultRecord, ResultStore
 
 ROOT = Path(__file__).resolve().parents[2]
 WRITES = ("--store", "--out", "--save-checkpoint", "--save-episodes", "--run-dir")
@@ -65,7 +65,7 @@ def test_make_demo_writes_only_ignored_paths():
 
 @needs_make_and_git
 def test_make_boards_runs_the_committed_script_into_an_ignored_work_folder():
-    (command,) = [c for c in make_n("boards") if "benchmarks/boards.py" in c]
+    (command,) = [c for c in make_n("boards") if "benchmarks.boards" in c]
     assert command[0].endswith("python")
     boards = load_boards()
     work = Path("runs/boards")
@@ -107,9 +107,9 @@ def test_boards_quick_builds_a_fresh_store_and_installs_only_elsewhere(tmp_path)
     ResultStore(work / "results.sqlite").add(stale)  # a row of an earlier run
     out.mkdir()
     (out / "fewshot_stale.md").write_text("stale board\n")
-    script = [sys.executable, str(ROOT / "benchmarks" / "boards.py"), "--parts", "digits",
+    script = [sys.executable, "-m", "benchmarks.boards", "--parts", "digits",
               "--quick", "--work", str(work)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([*script, "--out", str(out), "--install"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -5,9 +5,9 @@ import io
 import shutil
 from pathlib import Path
 
-from protobench.leaderboard import Metric, ResultRecord, ResultStore
 from protobench.leaderboard.labels import identity, labels
 from protobench.leaderboard.render import export, notes, ranked_rows, to_csv, to_markdown
+from protobench.tasks import Metric, ResultRecord, ResultStore
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH_A, HASH_B = "7b" * 32, "55" * 32

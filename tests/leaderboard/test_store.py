@@ -3,8 +3,8 @@ import sqlite3
 import pytest
 
 from protobench.errors import UserError
-from protobench.leaderboard import Metric, ResultRecord, ResultStore
 from protobench.leaderboard.render import export, ranked_rows, to_markdown
+from protobench.tasks import Metric, ResultRecord, ResultStore
 
 
 def rec(method="protonet", acc=0.9, shots=1, seed=0, **kw):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from protobench.continual.run import run_stream
 from protobench.methods import ContinualMethod, ExperienceInfo, build_method
 from protobench.methods.continual_base import holds_rows
 from protobench.methods.finetune import grow_linear
+from protobench.tasks.continual_run import run_stream
 
 CPU = torch.device("cpu")
 

@@ -283,3 +283,18 @@ def test_vectors_turn_the_rotation_trick_off():
     stats = m.train_experience(x, y, ExperienceInfo(0, (0, 1, 2), 2, 0), CPU, progress=False)
     assert stats["rotations"] == 1 and m.codebook.shape[0] == 3
     assert m.predict(x, CPU).shape == (12, 3)
+
+
+def test_the_index_is_built_once_per_experience_not_per_predict(index_builds):
+    builds = index_builds
+    m = small()
+    train(m, 0, range(0, 2))
+    x, _ = images(2, range(0, 4), seed=5)
+    first = m.predict(x, CPU)
+    for _ in range(3):
+        assert torch.equal(m.predict(x, CPU), first)
+    assert builds == [2]
+    train(m, 1, range(2, 4))
+    m.predict(x, CPU)
+    m.predict(x, CPU)
+    assert builds == [2, 4]

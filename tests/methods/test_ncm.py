@@ -2,7 +2,8 @@ import numpy as np
 import torch
 from sklearn.neighbors import NearestCentroid
 
-from protobench.episodic import EpisodeSpec, evaluate_episodes, make_episodes
+from protobench.episodic import EpisodeSpec, make_episodes
+from protobench.evaluation import evaluate_episodes
 from protobench.methods import build_method
 from tests.conftest import make_features
 

@@ -143,6 +143,19 @@ def test_toy_run_loss_falls_and_separates_digits(trained: tuple, digits: tuple) 
     torch.testing.assert_close(protos.norm(dim=1), torch.ones(15))
 
 
+def test_class_prototypes_hold_each_class_mixture(trained: tuple, digits: tuple) -> None:
+    method, _ = trained
+    protos, mix = method.prototypes, method.class_prototypes
+    assert mix.vectors.shape == (5, 3, 16) and mix.labels.tolist() == list(range(5))
+    z = method.embed(digits[1].x[:20], CPU)
+    scores = mix.scores(z, "cosine")
+    for c in range(5):  # rows j with j mod C == c belong to class c (interleaved buffer)
+        mine = [j for j in range(15) if j % 5 == c]
+        assert all(torch.equal(mix.vectors[c, i], protos[j]) for i, j in enumerate(mine))
+        ref = (z @ protos[mine].T).max(1).values - 1  # unit rows: cos - 1
+        torch.testing.assert_close(scores[:, c], ref, atol=1e-5, rtol=0)
+
+
 def test_state_dict_and_checkpoint_round_trip(trained: tuple, digits: tuple,
                                               tmp_path) -> None:
     method, _ = trained

@@ -235,3 +235,18 @@ def test_views_keep_shapes_and_follow_the_generator():
     for img in out:
         r, c = divmod(int(img[0].argmax()), 8)
         assert abs(r - 2) <= 1 and abs(c - 3) <= 1
+
+
+def test_the_index_is_built_once_per_experience_not_per_predict(index_builds):
+    builds = index_builds
+    m = small()
+    train(m, 0, range(0, 2))
+    x, _ = images(2, range(0, 4), seed=5)
+    first = m.predict(x, CPU)
+    for _ in range(3):
+        assert torch.equal(m.predict(x, CPU), first)
+    assert builds == [2]
+    train(m, 1, range(2, 4))
+    m.predict(x, CPU)
+    m.predict(x, CPU)
+    assert builds == [2, 4]

@@ -70,7 +70,7 @@ def test_bundled_dataset_presets_say_they_were_chosen_on_validation_data():
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("method", ["ce", "palm"])
 def test_ood_digits_preset_gives_a_meaningful_id_accuracy(tmp_path, method):
-    from protobench.ood.job import OODConfig, run_ood
+    from protobench.tasks.ood import OODConfig, run_ood
 
     res = run_ood(OODConfig(id="digits:0-4", ood="digits:5-9", method=method, device="cpu",
                             run_dir=str(tmp_path), store=None, progress=False, plot=False))
@@ -81,7 +81,7 @@ def test_ood_digits_preset_gives_a_meaningful_id_accuracy(tmp_path, method):
 
 @pytest.mark.usefixtures("one_thread")
 def test_fewshot_digits_preset_trains_and_is_recorded(tmp_path):
-    from protobench.fewshot import FewShotConfig, run_fewshot
+    from protobench.tasks.fewshot import FewShotConfig, run_fewshot
 
     preset = P.list_presets("protonet")["digits"]
     (out,) = run_fewshot(FewShotConfig(dataset="digits", episodes=100, device="cpu",

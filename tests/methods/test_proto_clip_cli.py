@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.leaderboard import ResultStore
+from protobench.tasks import ResultStore
 
 runner = CliRunner()
 
@@ -27,7 +27,7 @@ def test_proto_clip_cli_searches_alpha_beta_on_train_and_writes_a_row(tiny_clip,
     rows = ResultStore(tmp_path / "r.sqlite").records("fewshot/digits")
     assert [r.setting["shots"] for r in rows] == [1, 5]
     for r in rows:
-        c = r.config
+        c = r.parameters()  # method parameters, then the job context
         assert c["clip_model"] == tiny_clip and c["pretrained"] == "none"
         assert c["selected"]["alpha"] in [i / 10 for i in range(11)]
         assert c["selected"]["selected_by"] == "grid search on digits/train"
@@ -45,8 +45,8 @@ def test_proto_clip_f_cli_fine_tunes_per_episode_and_writes_a_row(tiny_clip, tmp
               "-p", "train_epochs=3", "-p", "adapter=fc")
     assert res.exit_code == 0, res.output
     (row,) = ResultStore(tmp_path / "r.sqlite").records("fewshot/digits")
-    assert row.method == "proto-clip-f" and row.config["adapter"] == "fc"
-    assert row.config["train_epochs"] == 3 and "beta" in row.config["selected"]
+    assert row.method == "proto-clip-f" and row.method_params["adapter"] == "fc"
+    assert row.method_params["train_epochs"] == 3 and "beta" in row.config["selected"]
     small = run(*common(tiny_clip, tmp_path, "proto-clip-f"), "--ways", 4, "--episodes", 2)
     assert small.exit_code == 2 and "at least 5 classes" in small.output
     wrong = run("fewshot", "-d", "digits", "-m", "ncm", "--clip-model", "RN50",

@@ -5,7 +5,7 @@ import torch
 
 from protobench.datasets import load_dataset
 from protobench.methods import build_method
-from protobench.ood.ce import standard_view
+from protobench.methods.ce import standard_view
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.leaderboard import ResultStore
+from protobench.tasks import ResultStore
 
 runner = CliRunner()
 FAST = ("-o", "image_size=8", "--epochs", 2, "--device", "cpu", "--no-progress")
@@ -37,7 +37,7 @@ def test_ood_table_roc_and_one_row_per_score(tmp_path):
     assert 0.5 < r.metrics["digits:5-9/auroc"].value <= 1
     assert {"fpr95_id_positive", "fpr95_ood_positive", "aupr_in", "aupr_out",
             "id_accuracy"} <= set(r.metrics)
-    assert r.config["backbone"] == "mlp" and len(r.config["fit"]["per_seed"]) == 2
+    assert r.config["resolved_backbone"] == "mlp" and len(r.config["fit"]["per_seed"]) == 2
     shown = run("leaderboard", "show", "ood/digits", "--store", store)
     assert shown.exit_code == 0 and "ce+knn" in shown.output
     assert "auroc" in shown.output and "acc %" not in shown.output  # names its metric

@@ -156,7 +156,7 @@ def test_check_disjoint_refuses_tiny_imagenet_for_cifar_and_gives_the_clean_spec
 def test_ood_job_refuses_digits_vs_mnist_before_training(tmp_path):
     import gzip
 
-    from protobench.ood.job import OODConfig, run_ood
+    from protobench.tasks.ood import OODConfig, run_ood
 
     raw = tmp_path / "mnist" / "MNIST" / "raw"
     raw.mkdir(parents=True)

@@ -6,11 +6,11 @@ import torch
 from typer.testing import CliRunner
 
 from protobench.cli import app
-from protobench.continual.run import run_stream
-from protobench.leaderboard import ResultStore
 from protobench.methods import build_method
 from protobench.ood.metrics import ood_metrics
-from protobench.ood.open_world import open_world_metrics
+from protobench.tasks import ResultStore
+from protobench.tasks.continual_run import run_stream
+from protobench.tasks.open_world import open_world_metrics
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -9,16 +9,14 @@ need a classifier head; ``needs_labels`` scores need ID training labels.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 
-from protobench.errors import UserError, unknown_name
-
-_SCORES: dict[str, type[OODScore]] = {}
+from protobench.errors import UserError
+from protobench.registry import Registry, parameters
 
 
 class OODScore(ABC):
@@ -30,8 +28,9 @@ class OODScore(ABC):
     summary: ClassVar[str] = ""
 
     def get_params(self) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self"}
+        """Constructor arguments (``build_score(name, **s.get_params())`` rebuilds it); a
+        score without a constructor of its own (msp, max-logit) has none."""
+        return {p["name"]: getattr(self, p["name"]) for p in parameters(type(self))}
 
     def fit(self, train_features: torch.Tensor, train_labels: torch.Tensor | None = None,
             train_logits: torch.Tensor | None = None) -> OODScore:
@@ -50,29 +49,36 @@ class OODScore(ABC):
         return logits.float()
 
 
-def register_score(name: str) -> Callable[[type[OODScore]], type[OODScore]]:
-    def deco(cls: type[OODScore]) -> type[OODScore]:
-        if name in _SCORES:
-            raise ValueError(f"score {name!r} is already registered")
-        cls.name = name
-        _SCORES[name] = cls
-        return cls
+def _describe_score(name: str, cls: type[OODScore]) -> dict[str, Any]:
+    """The score-specific part of ``SCORES.describe(name)``: what ``fit``/``score`` need."""
+    return {"needs_logits": cls.needs_logits, "needs_labels": cls.needs_labels}
 
-    return deco
+
+SCORES: Registry[type[OODScore]] = Registry(
+    "score", on_register=lambda name, cls: setattr(cls, "name", name), describer=_describe_score)
+"""Every registered OOD score class by name (``protobench list scores``)."""
+
+
+def register_score(name: str) -> Callable[[type[OODScore]], type[OODScore]]:
+    """Class decorator: register an :class:`OODScore` subclass as ``name`` (once)."""
+    return SCORES.register(name)
 
 
 def list_scores() -> list[type[OODScore]]:
-    return [_SCORES[k] for k in sorted(_SCORES)]
+    """Registered score classes sorted by name."""
+    return SCORES.list()
 
 
 def get_score_class(name: str) -> type[OODScore]:
-    if name not in _SCORES:
-        raise unknown_name("score", name, list(_SCORES))
-    return _SCORES[name]
+    """The score class registered as ``name``; unknown names list the valid ones."""
+    return SCORES.get(name)
 
 
-def score_parameters(name: str) -> set[str]:
-    return set(inspect.signature(get_score_class(name).__init__).parameters) - {"self"}
+def score_parameters(name: str | type[OODScore]) -> set[str]:
+    """Names of the constructor parameters of the score ``name`` (or class), without
+    ``self``, ``*args`` and ``**kwargs``."""
+    cls = get_score_class(name) if isinstance(name, str) else name
+    return {p["name"] for p in parameters(cls)}
 
 
 def build_score(name: str, **params: Any) -> OODScore:

@@ -28,7 +28,7 @@ from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import LabeledData
 from protobench.errors import UserError, check_input_shape
 from protobench.methods.base import register_method
-from protobench.ood.model import OODMethod
+from protobench.methods.protocols import OODMethod
 from protobench.progress import training_bar
 
 MLP_KWARGS = {"hidden": 128, "out_dim": 64}  # PALM's toy encoder (palm.md section 8)
@@ -56,6 +56,8 @@ class CrossEntropyOOD(OODMethod):
     has_classifier = True
     default_score = "msp"
     summary = "cross-entropy classifier (backbone + linear head) for post-hoc OOD scores"
+
+    job_options = ("epochs", "seed", "backbone")
 
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 128,
                  lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,

@@ -1,27 +1,26 @@
-"""The OOD benchmark scripts run end to end in their --quick mode (no timing asserted).
+"""The OOD benchmarks run end to end in their --quick mode (no timing asserted).
 
-They run in-process (``runpy``) so the test pays no second interpreter start-up."""
+They run in-process (the harness's ``main``) so the test pays no second interpreter
+start-up."""
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchmarks import ood_digits, ood_knn
+from benchmarks._harness import Benchmark, main
 
 
-def _quick(script: str, tmp_path: Path, monkeypatch) -> dict:
-    monkeypatch.setattr(sys, "argv", [script, "--quick", "--out", str(tmp_path)])
+def _quick(benchmark: Benchmark, tmp_path: Path, monkeypatch) -> dict:
     monkeypatch.chdir(tmp_path)
-    runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
-    return json.loads((tmp_path / script.replace(".py", "_quick.json")).read_text())
+    assert main(benchmark, ["--quick", "--out", str(tmp_path)]) == 0
+    return json.loads((tmp_path / f"{benchmark.name}_quick.json").read_text())
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_ood_knn_quick(tmp_path, monkeypatch):
-    out = _quick("ood_knn.py", tmp_path, monkeypatch)
+    out = _quick(ood_knn.BENCHMARK, tmp_path, monkeypatch)
     backends = out["rows"][0]["backends"]
     assert "torch" in backends
     for name, v in backends.items():
@@ -33,7 +32,7 @@ def test_ood_knn_quick(tmp_path, monkeypatch):
 
 @pytest.mark.usefixtures("one_thread")
 def test_ood_digits_quick(tmp_path, monkeypatch):
-    out = _quick("ood_digits.py", tmp_path, monkeypatch)
+    out = _quick(ood_digits.BENCHMARK, tmp_path, monkeypatch)
     (pair,) = out["pairs"]
     assert (pair["id"], pair["ood"], pair["ood_count"]) == ("digits:0-4", "digits:5-9", 896)
     assert set(pair["methods"]["palm"]["scores"]) == {"ssd", "mahalanobis-centred", "knn",

@@ -20,8 +20,9 @@ import torch
 
 from protobench.continual.stream import ClassIncrementalStream
 from protobench.methods.continual_base import ContinualMethod
-from protobench.ood.metrics import ood_metrics
+from protobench.ood.metrics import METRIC_NAMES, ood_metrics
 from protobench.ood.scores import build_score, get_score_class
+from protobench.tasks.record import Metric
 
 
 @torch.no_grad()
@@ -63,3 +64,34 @@ def open_world_metrics(method: ContinualMethod, stream: ClassIncrementalStream, 
     out: dict[str, Any] = dict(ood_metrics(values[0], values[1]))
     out.update(after=t + 1, n_id=len(values[0]), n_ood=len(values[1]))
     return out
+
+
+class OpenWorld:
+    """The open-world task on top of a continual run: after each experience, the unseen
+    classes' test data are OOD for ``score`` (see the module docstring). It hooks into the
+    continual task and adds ``open_world`` to the row and ``open_world_<metric>`` means."""
+
+    def __init__(self, score: str, score_params: dict[str, Any] | None = None) -> None:
+        build_score(score, **(score_params or {}))  # name and parameters, before any data
+        self.score = score
+        self.score_params = dict(score_params or {})
+
+    def identity(self) -> list[Any]:
+        """What a resumed run must share with the checkpointed one."""
+        return [self.score, self.score_params]
+
+    def hook(self, stream: ClassIncrementalStream, device: torch.device) -> Any:
+        def after(method: ContinualMethod, t: int) -> dict[str, Any] | None:
+            return open_world_metrics(method, stream, t, device, self.score, self.score_params)
+
+        return after
+
+    def describe(self, per_experience: list[dict[str, Any] | None]
+                 ) -> tuple[dict[str, Any], dict[str, Metric]]:
+        """The row's ``open_world`` entry and the metrics averaged over experiences."""
+        rows = [r for r in per_experience if r is not None]
+        config = {"score": self.score, "score_params": self.score_params,
+                  "per_experience": rows}
+        metrics = {f"open_world_{m}": Metric(sum(r[m] for r in rows) / len(rows), None,
+                                             len(rows)) for m in METRIC_NAMES if rows}
+        return config, metrics

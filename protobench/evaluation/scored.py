@@ -15,10 +15,10 @@ from typing import Protocol
 
 import torch
 
-from protobench.episodic.evaluate import EpisodeResult, check_features, ci95
 from protobench.episodic.manifest import EpisodeList
 from protobench.episodic.sampler import episode_labels
 from protobench.errors import UserError
+from protobench.evaluation.episodes import EpisodeResult, check_features, ci95
 from protobench.progress import training_bar
 
 

@@ -14,9 +14,11 @@ from typing import Any
 import torch
 
 from protobench.datasets import LabeledData
+from protobench.geometry.prototypes import Prototypes
+from protobench.methods.protocols import OODMethod
 from protobench.ood.metrics import METRIC_NAMES, ood_metrics
-from protobench.ood.model import OODMethod
 from protobench.ood.scores import build_score, get_score_class
+from protobench.ood.scores.base import l2_normalise
 
 
 @dataclass
@@ -50,8 +52,8 @@ def extract(method: OODMethod, data: LabeledData, device: torch.device, with_log
         h = method.features(x, device).float().cpu()
         feats.append(h)
         if with_logits:
-            from_features = getattr(method, "logits_from_features", None)
-            logits.append(from_features(h) if from_features else method.logits(x, device))
+            z = method.logits_from_features(h)
+            logits.append(z if z is not None else method.logits(x, device))
     return SetFeatures(torch.cat(feats), torch.cat(logits).float() if with_logits else None,
                        data.labels)
 
@@ -62,10 +64,8 @@ def id_accuracy(method: OODMethod, train: SetFeatures, test: SetFeatures) -> tup
     if test.logits is not None:
         acc = (test.logits.argmax(1) == test.labels).double().mean().item()
         return acc, "classifier head"
-    from protobench.ood.scores.base import l2_normalise
-    from protobench.ood.scores.mahalanobis import class_means
-
-    means = l2_normalise(class_means(l2_normalise(train.features), train.labels))
+    means = l2_normalise(Prototypes.from_features(l2_normalise(train.features),
+                                                  train.labels).centres)
     pred = (l2_normalise(test.features) @ means.T).argmax(1)
     return (pred == test.labels).double().mean().item(), \
         "nearest class mean (cosine, penultimate features)"

@@ -15,7 +15,7 @@ from contextlib import closing
 from pathlib import Path
 
 from protobench.errors import UserError
-from protobench.leaderboard.record import Metric, ResultRecord
+from protobench.tasks.record import Metric, ResultRecord
 
 DEFAULT_STORE = Path("leaderboards") / "results.sqlite"
 
@@ -38,12 +38,25 @@ CREATE TABLE IF NOT EXISTS results (
     git_revision TEXT NOT NULL,
     device TEXT NOT NULL,
     wall_time_s REAL NOT NULL,
-    timestamp TEXT NOT NULL
+    timestamp TEXT NOT NULL,
+    method_name TEXT NOT NULL DEFAULT '',
+    method_params TEXT NOT NULL DEFAULT '{}',
+    data TEXT NOT NULL DEFAULT '{}',
+    job TEXT NOT NULL DEFAULT '{}',
+    seeds TEXT NOT NULL DEFAULT '[]',
+    per_seed TEXT NOT NULL DEFAULT '[]',
+    machine TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS results_board ON results(board);
 """
 
-_JSON = ("setting", "config", "metrics", "versions")
+_JSON = ("setting", "config", "metrics", "versions", "method_params", "data", "job", "seeds",
+         "per_seed", "machine")
+#: columns added after the first schema: (name, declaration) for ALTER TABLE on old stores
+_ADDED = (("method_name", "TEXT NOT NULL DEFAULT ''"),
+          ("method_params", "TEXT NOT NULL DEFAULT '{}'"), ("data", "TEXT NOT NULL DEFAULT '{}'"),
+          ("job", "TEXT NOT NULL DEFAULT '{}'"), ("seeds", "TEXT NOT NULL DEFAULT '[]'"),
+          ("per_seed", "TEXT NOT NULL DEFAULT '[]'"), ("machine", "TEXT NOT NULL DEFAULT '{}'"))
 
 
 class ResultStore:
@@ -60,6 +73,12 @@ class ResultStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30)
         conn.executescript(SCHEMA)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+        missing = [(c, decl) for c, decl in _ADDED if c not in have]
+        if missing and create:  # an older store: add the new columns (old rows keep defaults)
+            with conn:
+                for col, decl in missing:
+                    conn.execute(f"ALTER TABLE results ADD COLUMN {col} {decl}")
         return conn
 
     def add_all(self, records: Iterable[ResultRecord]) -> list[int]:
@@ -80,11 +99,21 @@ class ResultStore:
         primary = r.metrics.get(r.primary_metric)
         row = {k: d[k] for k in ("task", "dataset", "split", "method", "primary_metric", "seed",
                                  "manifest_hash", "git_revision", "device", "wall_time_s",
-                                 "timestamp")}
-        row.update({k: json.dumps(d[k], sort_keys=True) for k in _JSON})
+                                 "timestamp", "method_name")}
+        row.update({k: json.dumps(d[k], sort_keys=True, default=str) for k in _JSON})
         row["board"] = r.board
         row["primary_value"] = primary.value if primary else None
         return row
+
+    def get(self, row_id: int) -> ResultRecord:
+        """The record stored as row ``row_id``."""
+        with closing(self._connect(create=False)) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM results WHERE id = ?", (row_id,)).fetchone()
+        if row is None:
+            raise UserError(f"no row {row_id} in {self.path}; `protobench leaderboard show "
+                            "BOARD --store ...` lists the rows and their ids")
+        return self._record(dict(row))
 
     def boards(self) -> list[str]:
         with closing(self._connect(create=False)) as conn:
@@ -100,8 +129,9 @@ class ResultStore:
 
     @staticmethod
     def _record(row: dict[str, object]) -> ResultRecord:
-        d = {k: v for k, v in row.items() if k not in ("id", "board", "primary_value")}
+        d = {k: v for k, v in row.items() if k not in ("board", "primary_value")}
         for k in _JSON:
-            d[k] = json.loads(d[k])  # type: ignore[arg-type]
+            if k in d:  # a read-only old store may lack the newer columns
+                d[k] = json.loads(d[k])  # type: ignore[arg-type]
         d["metrics"] = {k: Metric(**v) for k, v in d["metrics"].items()}
         return ResultRecord(**d)

@@ -2,8 +2,9 @@
 
 ``evaluate_episodes(features, episodes)`` scores all ``E`` episodes with a few
 tensor ops per chunk of episodes (no Python loop per episode): gather supports
-``[e, N, K, D]`` -> prototypes ``[e, N, D]``, gather queries ``[e, N*Q, D]``,
-distances in matmul form ``[e, N*Q, N]``, argmin, per-episode accuracy.
+``[e, N, K, D]`` -> :meth:`Prototypes.from_support <protobench.geometry.Prototypes.from_support>`
+``[e, N, 1, D]``, gather queries ``[e, N*Q, D]``, ``scores`` in matmul form ``[e, N*Q, N]``,
+argmax, per-episode accuracy.
 Chunks are sized so the gathered tensors stay under ``memory_budget`` bytes:
 cache-sized on CPU (the gather then stays in cache for the matmul; measured
 ~3x faster than large chunks), large on CUDA. Decisions use the metric's
@@ -27,7 +28,8 @@ from protobench.datasets.base import LabeledData
 from protobench.episodic.manifest import EpisodeList
 from protobench.episodic.sampler import EpisodeSpec, episode_labels, iter_episode_chunks
 from protobench.errors import UserError
-from protobench.geometry.metrics import get_metric, get_ranker
+from protobench.geometry.metrics import get_metric
+from protobench.geometry.prototypes import Prototypes
 
 CPU_BUDGET = 16 * 2**20  # bytes of gathered features per chunk
 CUDA_BUDGET = 1024 * 2**20
@@ -75,7 +77,7 @@ def episode_logits(
     support: torch.Tensor, query: torch.Tensor, metric: str = "sqeuclidean"
 ) -> torch.Tensor:
     """``support [e, N, K, D]``, ``query [e, M, D]`` -> logits ``[e, M, N]`` = -distance to means."""
-    return -get_metric(metric)(query, support.mean(dim=2))
+    return Prototypes.from_support(support).scores(query, metric)
 
 
 def evaluate_episodes(
@@ -127,7 +129,7 @@ def _evaluate(
     check_features(features)
     device = torch.device(device) if device is not None else features.device
     features = features.to(device)
-    rank = get_ranker(metric)
+    get_metric(metric)  # unknown names fail before any work
     if memory_budget is None:
         memory_budget = CUDA_BUDGET if device.type == "cuda" else CPU_BUDGET
     D = features.shape[1]
@@ -153,8 +155,8 @@ def _evaluate(
             sbuf, qbuf = buffers[(e, N * S)]
             support = torch.index_select(features, 0, idx[:, :, :shots].reshape(-1), out=sbuf)
             query = torch.index_select(features, 0, idx[:, :, shots:].reshape(-1), out=qbuf)
-            protos = support.view(e, N, shots, D).mean(dim=2)
-            scores = rank(query.view(e, N * Q, D), protos)  # [e, N*Q, N]
+            protos = Prototypes.from_support(support.view(e, N, shots, D))
+            scores = protos.scores(query.view(e, N * Q, D), metric, ranking=True)  # [e, N*Q, N]
             accs[done + start:done + start + e] = (scores.argmax(-1) == labels).double().mean(-1)
         done += E
     if total == 0:

@@ -1,7 +1,13 @@
-"""`ResultRecord`: one run's result with everything needed to compare and reproduce it."""
+"""Provenance of a run or a benchmark: versions, git revision, device, machine, time.
+
+``Provenance.capture(device)`` is taken once per job (and by every benchmark script);
+``Stopwatch`` measures wall time. Leaderboard rows keep these fields separately from
+the method's parameters and the protocol.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -15,53 +21,6 @@ import torch
 
 TRACKED_PACKAGES = ("protobench", "torch", "torchvision", "numpy", "faiss-gpu", "faiss-cpu",
                     "scikit-learn")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A metric value with its 95% CI half-width and the number of units it averages."""
-
-    value: float
-    ci95: float | None = None
-    n: int | None = None
-
-
-@dataclass(frozen=True)
-class ResultRecord:
-    """One leaderboard row.
-
-    ``task`` is ``fewshot``, ``continual`` or ``ood``; the board is ``task/dataset``.
-    ``setting`` holds the few numbers that make rows comparable (ways, shots, ...);
-    ``config`` holds the method's full configuration (it rebuilds the method).
-    """
-
-    task: str
-    dataset: str
-    split: str
-    method: str
-    setting: dict[str, Any]
-    config: dict[str, Any]
-    metrics: dict[str, Metric]
-    seed: int
-    manifest_hash: str = ""
-    versions: dict[str, str] = field(default_factory=dict)
-    git_revision: str = ""
-    device: str = "cpu"
-    wall_time_s: float = 0.0
-    timestamp: str = ""
-    primary_metric: str = "accuracy"
-
-    @property
-    def board(self) -> str:
-        return f"{self.task}/{self.dataset}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ResultRecord:
-        metrics = {k: Metric(**v) for k, v in d["metrics"].items()}
-        return cls(**{**d, "metrics": metrics})
 
 
 def package_versions() -> dict[str, str]:
@@ -93,8 +52,43 @@ def device_name(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
+def machine() -> dict[str, Any]:
+    """The machine: CPU model, cores, torch threads, GPU, torch and Python versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": gpu, "torch": torch.__version__, "python": platform.python_version()}
+
+
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where and with what a result was made."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    git_revision: str = ""
+    device: str = "cpu"
+    machine: dict[str, Any] = field(default_factory=dict)
+    timestamp: str = ""
+
+    @classmethod
+    def capture(cls, device: torch.device | str = "cpu") -> Provenance:
+        dev = torch.device(device) if isinstance(device, str) else device
+        return cls(package_versions(), git_revision(), device_name(dev), machine(), now_utc())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Stopwatch:

@@ -1,0 +1,1 @@
+"""Presentation: console tables (:mod:`.console`), figures (:mod:`.plots`), listings."""
