@@ -1,4 +1,4 @@
-"""Small helpers shared across subpackages: devices and hashing."""
+"""Small helpers shared across subpackages: devices, hashing and counter seeds."""
 
 from __future__ import annotations
 
@@ -23,6 +23,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise UserError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from exc
+
+
+SEED_STRIDE = 1_000_003  # a prime: (seed, i) pairs never collide for i < stride
+
+
+def counter_seed(seed: int, i: int) -> int:
+    """The seed of the ``i``-th draw (chunk, experience, episode, refresh) under ``seed``:
+    ``seed * 1_000_003 + i``, the one formula every seeded loop uses."""
+    return int(seed) * SEED_STRIDE + int(i)
 
 
 def canonical_json(obj: Any) -> str:

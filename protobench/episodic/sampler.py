@@ -30,9 +30,9 @@ import torch
 
 from protobench.datasets.base import LabeledData
 from protobench.errors import SpecError
+from protobench.utils import counter_seed
 
 CHUNK = 4096
-_SEED_STRIDE = 1_000_003  # chunk c of seed s uses generator seed s * stride + c
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def check_spec(data: LabeledData, spec: EpisodeSpec) -> torch.Tensor:
 
 def _chunk_generator(seed: int, chunk: int) -> torch.Generator:
     g = torch.Generator(device="cpu")
-    g.manual_seed((seed * _SEED_STRIDE + chunk) % (2**63 - 1))
+    g.manual_seed(counter_seed(seed, chunk) % (2**63 - 1))  # chunk c of seed s
     return g
 
 

@@ -48,6 +48,7 @@ from protobench.geometry.diffusion import (
     sq_dists,
 )
 from protobench.geometry.prototypes import Prototypes
+from protobench.utils import counter_seed
 
 MODES = ("geo_pool", "geo_trans", "geo_class")
 POOLS = ("train", "test")
@@ -301,7 +302,7 @@ def refresh_pool(head: GeodesicHead, encoder: torch.nn.Module, train: Any, step:
     o = head.options
     if o.mode != "geo_pool" or step % o.refresh:
         return
-    g = torch.Generator().manual_seed(o.seed * 1_000_003 + step)
+    g = torch.Generator().manual_seed(counter_seed(o.seed, step))
     idx = torch.randperm(len(train), generator=g)[:o.n_landmarks]
     buffers = [(b, b.detach().clone()) for b in encoder.buffers()]
     with torch.no_grad():

@@ -54,7 +54,7 @@ from protobench.methods.clip_encoders import (
     text_prototypes,
 )
 from protobench.methods.proto_clip_train import TaskMemories, build_adapter, check_sampler, finetune
-from protobench.utils import sha256_json
+from protobench.utils import counter_seed, sha256_json
 
 ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 BETAS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + tuple(float(b) for b in range(1, 21))
@@ -250,7 +250,7 @@ class ProtoCLIPF(_ProtoCLIPBase):
                  episode_id: int) -> TaskMemories:
         """Fresh memories for one task, adapter initialised from (seed, episode_id)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed * 1_000_003 + episode_id)
+            torch.manual_seed(counter_seed(self.seed, episode_id))
             return TaskMemories(support, text, self.adapter, not self.train_vis_mem_only)
 
     def score_episodes(self, support: torch.Tensor, query: torch.Tensor, classes: torch.Tensor,

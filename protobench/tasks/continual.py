@@ -42,13 +42,17 @@ from protobench.tasks.base import (
     run,
     runs_root,
 )
-from protobench.tasks.continual_run import ContinualResult, read_checkpoint, run_stream
+from protobench.tasks.continual_run import (
+    ContinualResult,
+    few_steps_warning,
+    read_checkpoint,
+    run_stream,
+)
 from protobench.tasks.open_world import OpenWorld
 from protobench.tasks.record import Metric, ResultRecord
 
 PRIMARY_METRIC = "average_incremental_accuracy"
 TASK = "class-incremental"
-MIN_STEPS_PER_EPOCH = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,23 +81,6 @@ class ContinualOutcome:
 
 def default_run_dir(cfg: ContinualConfig) -> Path:
     return runs_root() / "continual" / ContinualTask().run_name(cfg)
-
-
-def few_steps_warning(method: ContinualMethod, stream: ClassIncrementalStream) -> str | None:
-    """A warning when the smallest experience gives a batch-trained method fewer than
-    :data:`MIN_STEPS_PER_EPOCH` SGD steps per epoch (e.g. PRD's batch 128 on an Omniglot
-    experience of 80 images: one step per epoch, and the method stays near chance)."""
-    batch = method.get_params().get("batch_size")
-    if not isinstance(batch, int) or batch < 1 or not len(stream):
-        return None
-    smallest = min(len(e.train_indices) for e in stream)
-    steps = -(-smallest // batch)
-    if steps >= MIN_STEPS_PER_EPOCH:
-        return None
-    fit = max(1, smallest // MIN_STEPS_PER_EPOCH)
-    return (f"{method.name}: the smallest experience has {smallest} training samples, so "
-            f"batch_size={batch} gives {steps} SGD step(s) per epoch; consider "
-            f"-p batch_size={fit} or more --epochs")
 
 
 class ContinualTask(Task):
@@ -173,6 +160,9 @@ class ContinualTask(Task):
                                   f"{cfg.dataset} - {cfg.method} ({len(stream)} experiences)") \
             if cfg.plot else None
         return SeedRun([record], ContinualOutcome(stream, result, record, run_dir, plot))
+
+    def rerun_config(self, cfg: ContinualConfig, record: ResultRecord) -> ContinualConfig:
+        return replace(cfg, resume=False)  # a fresh folder: the whole stream again
 
 
 def _matrix(a: torch.Tensor) -> list[list[float | None]]:

@@ -30,6 +30,7 @@ from protobench.continual.metrics import AccuracyMatrix, summarize
 from protobench.continual.stream import ClassIncrementalStream
 from protobench.errors import UserError
 from protobench.methods.continual_base import ContinualMethod, ExperienceInfo
+from protobench.utils import counter_seed
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "protobench.continual-run/1"
@@ -37,7 +38,7 @@ CHECKPOINT_FORMAT = "protobench.continual-run/1"
 
 def experience_seed(seed: int, t: int) -> int:
     """Counter-based seed of experience ``t`` of a run seeded ``seed``."""
-    return (int(seed) * 1_000_003 + int(t)) % (2**63)
+    return counter_seed(seed, t) % (2**63)
 
 
 @dataclass(frozen=True)
@@ -182,3 +183,23 @@ def run_stream(method: ContinualMethod, stream: ClassIncrementalStream, device: 
     return ContinualResult(acc, til_acc, counts, summarize(acc, til_acc, counts),
                            tuple(fit_stats), stream.hash, elapsed, start_t,
                            {"open_world": open_rows} if open_world is not None else {})
+
+
+MIN_STEPS_PER_EPOCH = 4
+
+
+def few_steps_warning(method: ContinualMethod, stream: ClassIncrementalStream) -> str | None:
+    """A warning when the smallest experience gives a batch-trained method fewer than
+    :data:`MIN_STEPS_PER_EPOCH` SGD steps per epoch (e.g. PRD's batch 128 on an Omniglot
+    experience of 80 images: one step per epoch, and the method stays near chance)."""
+    batch = method.get_params().get("batch_size")
+    if not isinstance(batch, int) or batch < 1 or not len(stream):
+        return None
+    smallest = min(len(e.train_indices) for e in stream)
+    steps = -(-smallest // batch)
+    if steps >= MIN_STEPS_PER_EPOCH:
+        return None
+    fit = max(1, smallest // MIN_STEPS_PER_EPOCH)
+    return (f"{method.name}: the smallest experience has {smallest} training samples, so "
+            f"batch_size={batch} gives {steps} SGD step(s) per epoch; consider "
+            f"-p batch_size={fit} or more --epochs")

@@ -30,7 +30,7 @@ from protobench.methods import OODMethod, build_method, get_method_class, load_m
 from protobench.methods.presets import preset_label, with_preset_options
 from protobench.ood.data import check_disjoint, load_id, load_ood, ood_group, parse_set, parse_sets
 from protobench.ood.metrics import METRIC_NAMES
-from protobench.ood.scores import get_score_class, score_parameters
+from protobench.ood.scores import resolve_scores
 from protobench.report.plots import save_roc
 from protobench.tasks.base import (
     JobConfig,
@@ -95,19 +95,8 @@ class OODTask(Task):
 
     def scores(self, cfg: OODConfig) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
         cls = get_method_class(cfg.method)
-        scores = tuple(dict.fromkeys(cfg.scores)) or (cls.default_score,)
-        for s in scores:
-            if get_score_class(s).needs_logits and not cls.has_classifier:
-                raise UserError(f"score {s!r} needs logits but method {cfg.method!r} has no "
-                                "classifier head; use a feature score (knn, mahalanobis, "
-                                "ssd, mahalanobis-centred, prototype) or --method ce")
-        per_score = {s: {k: v for k, v in cfg.score_params.items()
-                         if k in score_parameters(s)} for s in scores}
-        unused = sorted(set(cfg.score_params) - {k for p in per_score.values() for k in p})
-        if unused:
-            raise UserError(f"no requested score takes parameter(s) {', '.join(unused)}; "
-                            f"scores: {', '.join(scores)}")
-        return scores, per_score
+        return resolve_scores(cfg.method, cls.has_classifier, cls.default_score,
+                              tuple(cfg.scores), cfg.score_params)
 
     def params(self, cfg: OODConfig, seed: int, several: bool = False) -> dict[str, Any]:
         return method_params(self, cfg, seed, {"backbone": cfg.backbone}, several=several)

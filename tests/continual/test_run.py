@@ -149,7 +149,7 @@ def test_killed_process_resumes_to_the_uninterrupted_matrix(tmp_path):
 
 def test_few_steps_warning_counts_sgd_steps_of_the_smallest_experience(digits_stream):
     from protobench.methods import build_method
-    from protobench.tasks.continual import few_steps_warning
+    from protobench.tasks.continual_run import few_steps_warning
 
     smallest = min(len(e.train_indices) for e in digits_stream)  # ~280 images of 2 digits
     steps = -(-smallest // 128)  # batch 128 -> 3 steps per epoch: too few

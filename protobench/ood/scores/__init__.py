@@ -16,8 +16,9 @@ from protobench.ood.scores.base import (
     get_score_class,
     list_scores,
     register_score,
+    resolve_scores,
     score_parameters,
 )
 
 __all__ = ["OODScore", "build_score", "get_score_class", "list_scores", "register_score",
-           "score_parameters"]
+           "resolve_scores", "score_parameters"]

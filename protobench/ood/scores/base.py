@@ -91,6 +91,26 @@ def build_score(name: str, **params: Any) -> OODScore:
     return cls(**params)
 
 
+def resolve_scores(method: str, has_classifier: bool, default: str, names: tuple[str, ...],
+                   params: dict[str, Any]) -> tuple[tuple[str, ...], dict[str, dict[str, Any]]]:
+    """The scores a job computes (``names``, de-duplicated, or the method's ``default``)
+    and each one's parameters taken from ``params``. A logit score for a method without a
+    classifier head, and a parameter no requested score takes, are errors."""
+    scores = tuple(dict.fromkeys(names)) or (default,)
+    for s in scores:
+        if get_score_class(s).needs_logits and not has_classifier:
+            raise UserError(f"score {s!r} needs logits but method {method!r} has no "
+                            "classifier head; use a feature score (knn, mahalanobis, "
+                            "ssd, mahalanobis-centred, prototype) or --method ce")
+    per_score = {s: {k: v for k, v in params.items() if k in score_parameters(s)}
+                 for s in scores}
+    unused = sorted(set(params) - {k for p in per_score.values() for k in p})
+    if unused:
+        raise UserError(f"no requested score takes parameter(s) {', '.join(unused)}; "
+                        f"scores: {', '.join(scores)}")
+    return scores, per_score
+
+
 def l2_normalise(x: torch.Tensor) -> torch.Tensor:
     """Rows divided by ``||x|| + 1e-10`` (float64), as PALM's and KNN's normalisers."""
     x = x.double()
