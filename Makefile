@@ -23,12 +23,12 @@ endif
 	touch $(STAMP)
 
 demo: install
-	$(BIN)/protobench fewshot --dataset digits --method protonet --ways 5 --shots 1 --shots 5 \
-		--store $(DEMO_STORE)
-	$(BIN)/protobench fewshot --dataset digits --method ncm --ways 5 --shots 1 --shots 5 \
-		--store $(DEMO_STORE)
-	$(BIN)/protobench leaderboard show fewshot/digits --store $(DEMO_STORE)
+	$(BIN)/protobench sweep benchmarks/grids/digits-demo-fewshot.yaml --store $(DEMO_STORE)
+	$(BIN)/protobench sweep benchmarks/grids/digits-demo-continual.yaml --store $(DEMO_STORE)
+	$(BIN)/protobench leaderboard show fewshot/digits --store $(DEMO_STORE) --aggregate
 	$(BIN)/protobench leaderboard export --store $(DEMO_STORE) --out $(DEMO_DIR)/leaderboards
+	$(BIN)/protobench compare fewshot/digits ncm protonet --store $(DEMO_STORE)
+	$(BIN)/protobench compare continual/digits prd finetune --store $(DEMO_STORE)
 
 # regenerates leaderboards/ (results.sqlite, *.md, *.csv) on purpose, into a fresh store,
 # from the commands in benchmarks/boards.py (about 1 h on 2 CPU cores)

@@ -347,6 +347,99 @@ def list_registry(
 
 @app.command()
 @user_errors
+def sweep(
+    grid_file: Path = typer.Argument(..., help="grid YAML (see benchmarks/grids/)"),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="workers (local processes, ray tasks, "
+                             "slurm array parallelism)"),
+    executor: str = typer.Option("local", "--executor", help="local|ray|slurm"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    resume: bool = typer.Option(False, "--resume", help="finish an interrupted grid"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="run failed cells again"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list the cells, run nothing"),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="an existing Ray cluster (default: local)"),
+    slurm_option: list[str] | None = typer.Option(
+        None, "--slurm-option", help="submitit/SLURM key=value (partition, time, gpus, cpus, "
+        "mem, or slurm_* keys), repeatable"),
+    revision_policy: str = typer.Option("version", "--revision-policy",
+                                        help="cell keys include: version | git (+revision)"),
+) -> None:
+    """Run every cell of a grid (methods x datasets x settings x seeds); skip done cells."""
+    from protobench.sweep import load_grid, make_executor, pending, run_sweep, validate
+    from protobench.tasks.store import ResultStore
+
+    grid = validate(load_grid(grid_file, revision_policy), revision_policy)
+    todo, skipped = pending(grid, ResultStore(store), retry_failed)
+    if dry_run:
+        table = Table(title=f"grid {grid.name}: {len(grid.cells)} cells ({skipped} done or "
+                            f"failed in {store}, {len(todo)} to run)")
+        for col in ("#", "cell", "key", "status"):
+            table.add_column(col, overflow="fold")
+        waiting = {c.key for c in todo}
+        for i, c in enumerate(grid.cells, 1):
+            table.add_row(str(i), c.describe(), c.key[:12],
+                          "to run" if c.key in waiting else "skip")
+        out.print(table)
+        out.print(f"{len(grid.cells)} cells", highlight=False)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    counts = {"done": 0, "failed": 0}
+    slurm = parse_options(slurm_option, "--slurm-option") if slurm_option else None
+    ex = make_executor(executor, jobs, ray_address=ray_address, slurm=slurm,
+                       folder=Path("runs") / "sweep" / grid.name / "executor")
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
+               "{task.total}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            task_id = bar.add_task(grid.name, total=len(todo))
+
+            def event(kind: str, cell: Any, outcome: Any) -> None:
+                if kind == "start":
+                    return
+                counts[kind] += 1
+                running = min(jobs, len(todo) - counts["done"] - counts["failed"])
+                bar.update(task_id, advance=1, description=(
+                    f"{grid.name}: {counts['done']} done, {running} running, "
+                    f"{counts['failed']} failed"))
+                if kind == "failed":
+                    err.print(f"[red]failed:[/] {cell.describe()}: {outcome.error}",
+                              highlight=False)
+
+            summary = run_sweep(grid, store, ex, resume=resume, retry_failed=retry_failed,
+                                on_event=event)
+    finally:
+        ex.close()
+    out.print(f"grid {grid.name}: {len(summary.done)} cells run, {summary.skipped} skipped "
+              f"(already in {store}), {len(summary.failed)} failed, "
+              f"{len(summary.row_ids)} rows written in {summary.seconds:.1f} s", highlight=False)
+    sweep_summary(store, grid)
+    if summary.failed:
+        out.print(f"failed cells ({len(summary.failed)}):", highlight=False)
+        by_key = {c.key: c for c in grid.cells}
+        for key, text in summary.failed.items():
+            out.print(f"  {by_key[key].describe()} [{key[:12]}]: {text}", highlight=False)
+        out.print(f"re-run them with: protobench sweep {grid_file} --store {store} "
+                  "--retry-failed", highlight=False)
+        raise typer.Exit(1)
+
+
+def sweep_summary(store: Path, grid: Any) -> None:
+    """One table per board of the grid's rows, aggregated over seeds."""
+    from protobench.leaderboard.aggregate import aggregate_rows
+    from protobench.leaderboard.aggregate import table as aggregate_table
+    from protobench.tasks.store import ResultStore
+
+    rs = ResultStore(store)
+    ids = {i for v in rs.cells(grid.name).values() for i in v["row_ids"]}
+    rows = [r for r in rs.records() if r.id in ids]
+    for board in sorted({r.board for r in rows}):
+        groups = aggregate_rows([r for r in rows if r.board == board])
+        out.print(aggregate_table(board, groups))
+
+
+@app.command()
+@user_errors
 def rerun(
     row_id: int = typer.Argument(..., help="the row id (`protobench leaderboard show BOARD`)"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
@@ -373,11 +466,41 @@ def rerun(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def compare(
+    board: str = typer.Argument(..., help="e.g. fewshot/digits"),
+    a: str = typer.Argument(..., help="method or variant: ncm, protonet[metric=geodesic]"),
+    b: str = typer.Argument(..., help="the method or variant A is compared with"),
+    setting: list[str] | None = typer.Option(
+        None, "--setting", help="KEY=VALUE: only that setting (repeatable), e.g. shots=1"),
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    metric: str | None = typer.Option(None, "--metric", help="default: the primary metric"),
+) -> None:
+    """Paired comparison of A and B: per episode on the same episodes (few-shot), per seed
+    on the same streams (continual, OOD); t-test, Wilcoxon, win rate, verdict."""
+    from rich.markup import escape
+
+    from protobench.leaderboard.compare import compare_board
+    from protobench.tasks.store import ResultStore
+
+    try:
+        report = compare_board(ResultStore(store), board, a, b,
+                               parse_options(setting, "--setting"), metric)
+    except UserError as exc:  # variants' [key=value] are not rich markup
+        raise UserError(escape(str(exc))) from None
+    out.print(report.table())
+    for line in report.lines():
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 @board_app.command("show")
 @user_errors
 def board_show(
     board: str | None = typer.Argument(None, help="e.g. fewshot/omniglot; omit to list"),
     store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    aggregate: bool = typer.Option(False, "--aggregate",
+                                   help="one line per configuration: mean ± t CI over seeds"),
 ) -> None:
     """Print a board's ranked table (or the list of boards)."""
     from protobench.leaderboard.render import console_cells, headers, notes, ranked_rows
@@ -391,6 +514,14 @@ def board_show(
         return
     if board not in boards:
         raise UserError(f"no board {board!r} in {store}; boards: {', '.join(boards) or 'none'}")
+    if aggregate:
+        from protobench.leaderboard import aggregate as agg
+
+        groups = agg.aggregate_rows(rs.records(board))
+        out.print(agg.table(board, groups))
+        for line in agg.notes(groups, markdown=False):
+            out.print(line, highlight=False, markup=False)
+        return
     table = Table(title=board)
     rows = ranked_rows(rs.records(board))
     for col in headers(rows, console=True):

@@ -28,7 +28,7 @@ FIT_CHOICES = ("checkpoint", "train_steps", "train_ways_used", "geodesic_pool", 
 #: flattened config keys (and their sub-keys) that are outcomes or provenance, not parameters
 OUTCOMES = ("selected.val_accuracy", "selected.val_manifest", "selected.val_setting",
             "open_world.per_experience", "stream.class_order", "stream.sizes",
-            "id_test_count", "ood_counts", "groups")
+            "id_test_count", "ood_counts", "groups", "sweep")
 #: keys every label starts with, values only (``conv4 geodesic``)
 HEAD = ("backbone", "clip_model", "pretrained", "metric")
 #: keys every label shows as ``key=value`` whenever the record has them: the preset a row
@@ -75,6 +75,8 @@ def identity(r: ResultRecord) -> dict[str, str]:
     if len(r.seeds) > 1:
         flat["seeds"] = len(r.seeds)
     fit = r.config.get("fit") or {}
+    if isinstance(fit, dict) and isinstance(fit.get("per_seed"), list) and fit["per_seed"]:
+        fit = fit["per_seed"][0] or {}  # a row over seeds: every seed trains alike
     for k in FIT_CHOICES:
         v = fit.get(k) if isinstance(fit, dict) else None
         if _unset(v):

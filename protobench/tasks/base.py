@@ -247,7 +247,8 @@ def _finish(r: ResultRecord, p: Provenance, job: dict[str, Any], seeds: tuple[in
 
 def aggregate(runs: list[SeedRun], seeds: tuple[int, ...]) -> list[ResultRecord]:
     """One row per row of a seed; with several seeds, means and Student-t 95% CIs over
-    seeds, every seed's metrics in ``per_seed``."""
+    seeds, every seed's metrics in ``per_seed`` and every seed's ``samples`` (keyed
+    ``HASH#seedN`` when seeds share a manifest, e.g. a dataset's fixed episodes)."""
     if len(runs) == 1:
         return list(runs[0].records)
     counts = {len(r.records) for r in runs}
@@ -268,8 +269,11 @@ def aggregate(runs: list[SeedRun], seeds: tuple[int, ...]) -> list[ResultRecord]
             fit = r.config.get("fit")
             fits.extend(fit["per_seed"] if isinstance(fit, dict) and "per_seed" in fit
                         else [fit])
+        shared = len({r.manifest_hash for r in rows}) < len(rows)
+        samples = {f"{k}#seed{s}" if shared else k: v
+                   for s, r in zip(seeds, rows) for k, v in r.samples.items()}
         out.append(replace(
-            first, metrics=metrics, per_seed=per_seed,
+            first, metrics=metrics, per_seed=per_seed, samples=samples,
             config={**first.config, "fit": {"per_seed": fits}},
             manifest_hash=sha256_json([r.manifest_hash for r in rows]),
             data={**first.data, "per_seed": [r.data for r in rows]}))

@@ -234,6 +234,7 @@ class FewShotTask(Task):
                     "train_dataset": cfg.train_dataset or "",
                     "train_options": cfg.train_options, **context},
             metrics={"accuracy": Metric(result.mean, result.ci95, result.n)},
+            samples={episodes.hash: result.accuracies.double().cpu().tolist()},
             seed=cfg.seed, manifest_hash=episodes.hash, wall_time_s=seconds,
             method_name=cfg.method, method_params=params,
             data={"dataset": cfg.dataset, "split": data.split,

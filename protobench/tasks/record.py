@@ -20,6 +20,12 @@ provenance
 With several seeds a row's metrics are the mean over seeds with a Student-t 95% CI
 (``n`` = number of seeds), ``seeds`` lists them and ``per_seed`` keeps each seed's
 metrics (a few-shot seed keeps its CI over episodes there).
+
+``samples`` keeps the per-unit values of the primary metric that paired comparisons need:
+a few-shot row maps its episode manifest hash to the per-episode accuracies in episode
+order (one entry per seed's manifest; ``HASH#seedN`` when seeds share one manifest, e.g. a
+dataset's fixed episodes). The store keeps them in a side table and loads them only when
+asked (``ResultStore.records(board, samples=True)``).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ class ResultRecord:
     seeds: list[int] = field(default_factory=list)
     per_seed: list[dict[str, Any]] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # manifest hash -> [E]
     id: int | None = field(default=None, compare=False)  # the store's row id
 
     @property

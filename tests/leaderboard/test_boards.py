@@ -56,7 +56,7 @@ def load_boards():
 @needs_make_and_git
 def test_make_demo_writes_only_ignored_paths():
     commands = [c for c in make_n("demo") if c and c[0].endswith("protobench")]
-    assert len(commands) == 4
+    assert len(commands) == 6  # two grids, show, export, two paired comparisons
     paths = [p for c in commands for p in written_paths(c)]
     assert len(paths) >= 5 and all(c.count("--store") == 1 for c in commands)
     for path in paths:
@@ -86,17 +86,30 @@ def test_make_boards_runs_the_committed_script_into_an_ignored_work_folder():
 
 
 @needs_make_and_git
-def test_committed_digits_board_comes_from_the_demo_commands():
+def test_committed_digits_board_comes_from_the_demo_grid():
+    """The committed digits board's commands are the seed-0 cells of the demo's few-shot
+    grid (same method, ways, shots, queries, episodes, preset): `make demo` reproduces it
+    and adds seeds 1 and 2."""
+    from protobench.sweep import load_grid, validate
+
     boards = load_boards()
     digits = [list(s.argv[1:]) for s in boards.plan(Path("w"), "d") if s.part == "digits"]
     demo = [c[1:] for c in make_n("demo") if c and c[0].endswith("protobench")
-            and c[1] == "fewshot"]
-
-    def strip(argv):  # where a command writes is not what it measures
-        drop = {i + 1 for i, a in enumerate(argv) if a == "--store"}
-        return [a for i, a in enumerate(argv) if a != "--store" and i not in drop]
-
-    assert [strip(c) for c in demo] == [strip(c) for c in digits]
+            and c[1] == "sweep"]
+    (grid_file,) = [c[1] for c in demo if "fewshot" in c[1]]
+    grid = validate(load_grid(ROOT / grid_file))
+    cells = {(c.config["method"], c.config["ways"], c.config["shots"][0], c.config["queries"],
+              c.config["episodes"]) for c in grid.cells
+             if c.config["seed"] == 0 and not c.config.get("method_params")}
+    commands = set()
+    for argv in digits:
+        assert argv[0] == "fewshot" and "--seed" not in argv and "--config" not in argv
+        method, ways = argv[argv.index("--method") + 1], int(argv[argv.index("--ways") + 1])
+        for i, a in enumerate(argv):
+            if a == "--shots":
+                commands.add((method, ways, int(argv[i + 1]), 15, 1000))
+    assert commands == cells
+    assert {c.config["seed"] for c in grid.cells} == {0, 1, 2}
 
 
 def test_boards_quick_builds_a_fresh_store_and_installs_only_elsewhere(tmp_path):

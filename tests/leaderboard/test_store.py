@@ -54,3 +54,20 @@ def test_export_writes_markdown_csv_and_index(tmp_path):
     assert names == ["README.md", "fewshot_digits.csv", "fewshot_digits.md"]
     csv_lines = (tmp_path / "out" / "fewshot_digits.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[1].startswith("fewshot/digits,5w1s 15q,1,b,0.7")
+
+
+def test_reading_a_store_never_changes_the_file():
+    """The committed boards are read by tests, benchmarks and `protobench compare`: reads
+    open the file read-only (no new tables or columns on an older store)."""
+    import hashlib
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[2] / "leaderboards" / "results.sqlite"
+    before = hashlib.sha256(committed.read_bytes()).hexdigest()
+    store = ResultStore(committed)
+    rows = store.records()
+    assert rows and store.boards() and store.cells() == {}
+    assert store.get(rows[0].id).id == rows[0].id
+    store.records(rows[0].board, samples=True)
+    store.samples([r.id for r in rows])
+    assert hashlib.sha256(committed.read_bytes()).hexdigest() == before
