@@ -132,7 +132,7 @@ def test_resume_needs_a_started_grid(tmp_path):
 def test_many_workers_write_only_through_the_driver(tmp_path):
     grid = validate(load_grid(write(tmp_path, NCM % 10)))
     store = tmp_path / "r.sqlite"
-    ex = make_executor("local", 8)
+    ex = make_executor("local", 4)  # 32 workers: tests/sweep/test_executors.py
     try:
         summary = run_sweep(grid, store, ex)
     finally:
