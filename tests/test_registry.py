@@ -275,3 +275,20 @@ def test_datasets_and_presets_listings() -> None:
     assert "needed" in res.output
     pre = run("presets", "protonet")
     assert pre.exit_code == 0 and "omniglot-paper" in pre.output and "train_ways=60" in pre.output
+
+
+def test_a_method_that_declares_scores_episodes_must_define_it() -> None:
+    import torch
+
+    from protobench.methods import FewShotMethod, register_method
+
+    class Half(FewShotMethod):
+        scores_episodes = True
+        distances = ()
+
+        def features(self, data, device) -> torch.Tensor:  # pragma: no cover
+            return torch.zeros(0)
+
+    with pytest.raises(TypeError, match="defines no score_episodes"):
+        register_method("pb-test-half-scorer")(Half)
+    assert "pb-test-half-scorer" not in registry("methods")

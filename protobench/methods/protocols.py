@@ -17,7 +17,7 @@ when it is built, and read by the tasks; nothing is found by probing:
     it may look at the whole query set of an episode (a few-shot method whose rows then
     go to the ``fewshot-transductive`` board); instances may refine it per metric.
 ``scores_episodes``
-    it scores episodes itself (:meth:`FewShotMethod.score_episodes`, e.g. Proto-CLIP's
+    it scores episodes itself (it defines ``score_episodes``, e.g. Proto-CLIP's
     text prototypes) instead of the nearest-prototype rule under ``metric``.
 ``has_classifier``
     it has a classifier head, so logit-based OOD scores apply.
@@ -124,6 +124,10 @@ def check_capabilities(cls: type[Method]) -> None:
         raise TypeError(f"{cls.__name__} declares distances but takes no metric parameter")
     if cls.scores_episodes and not issubclass(cls, FewShotMethod):
         raise TypeError(f"{cls.__name__}: scores_episodes applies to few-shot methods")
+    if cls.scores_episodes and "score_episodes" not in {k for c in cls.__mro__ for k in vars(c)}:
+        raise TypeError(f"{cls.__name__} declares scores_episodes but defines no "
+                        "score_episodes(support [e, N, K, D], query [e, N*Q, D], classes, "
+                        "episode_ids) -> [e, N*Q, N]")
     if cls.has_classifier and not issubclass(cls, OODMethod):
         raise TypeError(f"{cls.__name__}: has_classifier applies to OOD methods")
     if cls.keeps_data and not issubclass(cls, ContinualMethod):
@@ -189,11 +193,6 @@ class FewShotMethod(Method, ABC):
                          device: torch.device) -> dict[str, Any]:
         """Per-setting choices of a method that scores episodes itself (recorded)."""
         return {}
-
-    def score_episodes(self, support: torch.Tensor, query: torch.Tensor, classes: torch.Tensor,
-                       episode_ids: torch.Tensor) -> torch.Tensor:
-        """Scores ``[e, N*Q, N]`` of a method with ``scores_episodes``."""
-        raise NotImplementedError(f"{self.name} does not score episodes itself")
 
     def evaluate(self, test: LabeledData, features: torch.Tensor, episodes: Any,
                  device: torch.device, progress: bool = True
