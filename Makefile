@@ -7,7 +7,7 @@ UV := $(shell command -v uv 2>/dev/null)
 # the demo writes only under DEMO_DIR (git-ignored): never the committed boards
 DEMO_DIR ?= runs/demo
 DEMO_STORE := $(DEMO_DIR)/results.sqlite
-# `make boards BOARDS_ARGS="--dry-run"` lists the commands; `--parts digits` runs one part
+# `make boards BOARDS_ARGS="--dry-run"` lists the commands; `--parts continual-digits` runs one part
 BOARDS_ARGS ?=
 
 .PHONY: install demo boards test lint bench clean
@@ -31,7 +31,7 @@ demo: install
 	$(BIN)/protobench compare continual/digits prd finetune --store $(DEMO_STORE)
 
 # regenerates leaderboards/ (results.sqlite, *.md, *.csv) on purpose, into a fresh store,
-# from the commands in benchmarks/boards.py (about 1 h on 2 CPU cores)
+# from the committed grids listed in benchmarks/boards.py (about 1.5 h on 2 CPU cores)
 boards: install
 	$(BIN)/python -m benchmarks.boards $(BOARDS_ARGS)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from protobench.datasets.omniglot import character_pools
+
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -60,17 +62,12 @@ def measure(fn: Callable[[], Any], interval: float = 0.002) -> tuple[Any, float,
     return out, seconds, grown
 
 
-OMNIGLOT_POOL_SEED = 2024
-
-
 def omniglot_pools(data: Any) -> tuple[list[int], list[int]]:
     """``(validation classes, test classes)``: a seeded half of the characters of ``data``
     (e.g. Omniglot ``all``) is kept for choosing settings, the other half for the test
-    streams, so no test character is ever seen while settings are chosen."""
-    gen = torch.Generator().manual_seed(OMNIGLOT_POOL_SEED)
-    order = torch.randperm(data.num_classes, generator=gen).tolist()
-    half = data.num_classes // 2
-    return sorted(order[:half]), sorted(order[half:])
+    streams, so no test character is ever seen while settings are chosen (the Omniglot
+    loader's ``character_pool`` option keeps one of them)."""
+    return character_pools(data.num_classes)
 
 
 class FeatureSet(torch.utils.data.Dataset):

@@ -1,24 +1,28 @@
-"""Regenerate the committed leaderboards (``make boards``) from the commands they report.
+"""Regenerate the committed leaderboards (``make boards``) from the committed grids.
 
-Every row of ``leaderboards/`` comes from one of the ``protobench`` commands of
-:func:`plan`, run in order into a fresh store under ``--work`` (default ``runs/boards``,
-git-ignored), the models they train saved next to it under descriptive names. When every
-part ran, that store and its Markdown/CSV exports replace ``leaderboards/results.sqlite``
-and ``leaderboards/*.md|csv``; a run of some parts (``--parts``) leaves them in
-``--work/leaderboards`` (``--install`` installs them anyway).
+Every row of ``leaderboards/`` is a cell of one of the grids of :data:`PARTS`
+(``benchmarks/grids/*.yaml``), run in order with ``protobench sweep GRID --store
+WORK/results.sqlite`` into a fresh store under ``--work`` (default ``runs/boards``,
+git-ignored). When every part ran, that store and its Markdown/CSV exports replace
+``leaderboards/results.sqlite`` and ``leaderboards/*.md|csv``; a run of some parts
+(``--parts``) leaves them in ``--work/leaderboards`` (``--install`` installs them anyway).
+Anyone can regenerate one board by hand with the same ``protobench sweep`` line (``--dry-run``
+prints them).
 
-The commands are ``make demo``'s (digits, each method with its digits preset), those of
-``benchmarks.omniglot`` (held-out alphabets and Lake's runs, the 4000- and
-3000-episode bf16 models) and ``benchmarks.geodesic`` (geodesic metrics on the
-4000-episode model, with the ``m``, ``t`` and bandwidth it selected on meta-train
-episodes), written out as CLI calls. Methods without a preset for Omniglot run the
-cards' recipes (rows record ``preset: defaults``). The fp32 twins of the models and the
-ProtoNets trained with each metric stay in the benchmarks' own result files
-(``benchmarks/results/omniglot*.md``, ``geodesic.md``), not on the boards. The log of a
-run (each command and its wall time) is recorded as ``--work/boards{,_quick}.{json,md}``.
+The parts: the Omniglot ProtoNets (``boards-omniglot-train``: the held-out model and
+Lake's small1/small2 models, saved under ``{runs}/boards/checkpoints/`` with names that say
+what they are), the grid that evaluates them (``boards-omniglot-eval``: 20-way, NCM on the
+small1 features, the geodesic metrics with the settings ``benchmarks.geodesic`` chose on
+meta-train episodes), continual Omniglot (the test half of the characters), then the
+digits demo's few-shot grid and the continual and OOD digits grids. The fp32 twins of the
+models and the ProtoNets trained with each metric stay in the benchmarks' own result files. Omniglot is read from
+``--data`` (``$PROTOBENCH_DATA``; default ``../shared/data``). The log of a run (each
+command and its wall time) is recorded as ``--work/boards{,_quick}.{json,md}``; a
+``--quick`` run (20 test episodes, 2 training episodes, 1 epoch) keeps its models under
+``--work/runs``.
 
     python -m benchmarks.boards --dry-run          # the commands and their cost, nothing run
-    python -m benchmarks.boards --parts digits     # one part, into runs/boards only
+    python -m benchmarks.boards --parts continual-digits   # one part, into runs/boards only
     make boards                                    # everything: about 1 h on 2 CPU cores
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import shutil
 import subprocess
@@ -38,79 +43,45 @@ from typing import Any
 from benchmarks._harness import Benchmark, UsageError, main
 
 ROOT = Path(__file__).resolve().parents[1]
-PARTS = ("digits", "omniglot-heldout", "omniglot-lake", "omniglot-geodesic")
-CARD_TRAINING = ("--train-ways", "60", "--train-shots", "1", "--train-queries", "5")
-LAKE_TRAIN = ("--train-dataset", "omniglot:all", "--train-option", "rotations=all")
+GRIDS = Path("benchmarks") / "grids"
+FEWSHOT_QUICK = ("episodes=20", "train_steps=2")
+EPOCHS_QUICK = ("epochs=1",)
 
 
 @dataclass(frozen=True)
 class Step:
     part: str
-    argv: tuple[str, ...]  # a protobench command line, "protobench" first
+    grid: str  # a grid file under benchmarks/grids/
     seconds: int  # rough cost on the 2-core CPU machine that measured the committed rows
+    quick: tuple[str, ...] = ()  # the --set overrides of a --quick run
+    argv: tuple[str, ...] = ()  # the protobench command line, "protobench" first
 
     @property
     def shell(self) -> str:
         return shlex.join(self.argv)
 
 
-def plan(work: Path, data_root: str) -> list[Step]:
+PARTS = (  # the long Omniglot training first: an interrupted run is then mostly resumable
+    Step("omniglot-train", "boards-omniglot-train.yaml", 2900, FEWSHOT_QUICK),
+    Step("omniglot-eval", "boards-omniglot-eval.yaml", 150, ("episodes=20",)),
+    Step("continual-omniglot", "boards-continual-omniglot.yaml", 1800, EPOCHS_QUICK),
+    Step("digits-fewshot", "digits-demo-fewshot.yaml", 120, FEWSHOT_QUICK),
+    Step("continual-digits", "boards-continual-digits.yaml", 90, EPOCHS_QUICK),
+    Step("ood-digits", "boards-ood-digits.yaml", 90, EPOCHS_QUICK),
+)
+PART_NAMES = tuple(s.part for s in PARTS)
+
+
+def plan(work: Path, quick: bool = False, jobs: int = 1) -> list[Step]:
     """Every command behind the committed boards, in the order they must run."""
-    store = ("--store", str(work / "results.sqlite"))
-    ck = work / "checkpoints"
-    omniglot = ("protobench", "fewshot", "--dataset", "omniglot", "--data-root", data_root,
-                "--method", "protonet")
-    runs = ("protobench", "fewshot", "--dataset", "omniglot-runs", "--data-root", data_root,
-            "--ways", "20", "--shots", "1")
-    heldout = {"bf16": (4000, ("-p", "amp=true"), 1020)}
-    lake = {"bf16": (3000, ("-p", "amp=true"), 870)}
-    steps = [
-        Step("digits", ("protobench", "fewshot", "--dataset", "digits", "--method", "protonet",
-                        "--ways", "5", "--shots", "1", "--shots", "5", *store), 60),
-        Step("digits", ("protobench", "fewshot", "--dataset", "digits", "--method", "ncm",
-                        "--ways", "5", "--shots", "1", "--shots", "5", *store), 10),
-    ]
-    for kind, (n, amp, cost) in heldout.items():
-        model = ck / f"omniglot_heldout_{n}steps_{kind}.pt"
-        steps += [
-            Step("omniglot-heldout", (*omniglot, "--ways", "5", "--shots", "1", "--shots", "5",
-                                      "--train-steps", str(n), *CARD_TRAINING, *amp,
-                                      "--save-checkpoint", str(model), *store), cost),
-            Step("omniglot-heldout", (*omniglot, "--ways", "20", "--shots", "1",
-                                      "--checkpoint", str(model), *store), 15),
-        ]
-    for kind, (n, amp, cost) in lake.items():
-        for source in ("images_background_small1", "images_background_small2"):
-            model = ck / f"lake_{source.removeprefix('images_background_')}_{n}steps_{kind}.pt"
-            steps.append(Step("omniglot-lake", (
-                *runs, "--method", "protonet", "--train-steps", str(n), *CARD_TRAINING, *amp,
-                *LAKE_TRAIN, "--train-option", f"sources={source}",
-                "--save-checkpoint", str(model), *store), cost))
-    steps.append(Step("omniglot-lake", (  # NCM on the bf16 small1 model's features
-        *runs, "--method", "ncm", "-p", f"checkpoint={ck / 'lake_small1_3000steps_bf16.pt'}",
-        *LAKE_TRAIN, "--train-option", "sources=images_background_small1", *store), 15))
-    model = ck / "omniglot_heldout_4000steps_bf16.pt"  # from omniglot-heldout
-    chosen = ("--metric-option", "bandwidth=knn", "--metric-option", "m=128",
-              "--metric-option", "t=1")  # benchmarks/geodesic.py's choice on meta-train
-    for metric in (("--metric", "sqeuclidean"), ("--metric", "geodesic"),
-                   ("--metric", "geodesic", "--metric-option", "pool=test"),
-                   ("--metric", "geodesic", *chosen),
-                   ("--metric", "geodesic", *chosen, "--metric-option", "pool=test")):
-        steps.append(Step("omniglot-geodesic", (
-            *omniglot, "--ways", "5", "--shots", "1", "--shots", "5", "--checkpoint",
-            str(model), *metric, *store), 15))
+    steps = []
+    for s in PARTS:
+        argv = ("protobench", "sweep", str(GRIDS / s.grid), "--store",
+                str(work / "results.sqlite"), "-j", str(jobs))
+        if quick:
+            argv += tuple(a for item in s.quick for a in ("--set", item))
+        steps.append(dataclasses.replace(s, argv=argv, seconds=5 if quick else s.seconds))
     return steps
-
-
-def quick_step(step: Step) -> Step:
-    """A smoke version of ``step``: 2 training episodes, 20 test episodes."""
-    argv = list(step.argv)
-    if "--train-steps" in argv:
-        argv[argv.index("--train-steps") + 1] = "2"
-    elif "protonet" in argv and "--checkpoint" not in argv:  # trains its preset's length
-        argv += ["--train-steps", "2"]
-    argv += ["--episodes", "20"]
-    return dataclasses.replace(step, argv=tuple(argv), seconds=5)
 
 
 def _protobench() -> list[str]:
@@ -120,6 +91,35 @@ def _protobench() -> list[str]:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def check_store(store: Path, steps: list[Step]) -> None:
+    """Every row of ``store`` belongs to a done cell of the grids just run, under the key
+    those grids give it now, and each of their cells is done: nothing stale, nothing
+    missing (a ``--resume`` after a grid changed fails here; run without it)."""
+    from protobench.cli import parse_options
+    from protobench.sweep import load_grid, validate
+    from protobench.tasks.store import ResultStore
+
+    rs = ResultStore(store)
+    expected: dict[str, set[str]] = {}
+    for s in steps:
+        sets = [s.argv[i + 1] for i, a in enumerate(s.argv) if a == "--set"]
+        grid = validate(load_grid(ROOT / s.argv[2], overrides=parse_options(sets, "--set")))
+        expected[grid.name] = {c.key for c in grid.cells}
+    problems = []
+    for name, keys in expected.items():
+        done = {k for k, v in rs.cells(name).items() if v["status"] == "done"}
+        if done != keys:
+            problems.append(f"grid {name}: {len(keys - done)} cell(s) missing, "
+                            f"{len(done - keys)} stale")
+    for r in rs.records():
+        cell = (r.config.get("sweep") or {}).get("cell")
+        if cell not in expected.get((r.config.get("sweep") or {}).get("grid"), set()):
+            problems.append(f"row {r.id} ({r.board} {r.method}) is not a cell of these grids")
+    if problems:
+        raise SystemExit("boards: nothing installed; " + "; ".join(problems[:10])
+                         + " (run without --resume for a fresh store)")
 
 
 def install(exports: Path, store: Path, out: Path) -> None:
@@ -133,11 +133,19 @@ def install(exports: Path, store: Path, out: Path) -> None:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
-    ap.add_argument("--data-root", default="../shared/data/omniglot", help="Omniglot files")
+    ap.add_argument("--parts", default=",".join(PART_NAMES),
+                    help=f"comma-separated: {', '.join(PART_NAMES)}")
+    ap.add_argument("--data", default=os.environ.get("PROTOBENCH_DATA", "../shared/data"),
+                    help="data root holding omniglot/ ($PROTOBENCH_DATA)")
+    ap.add_argument("-j", "--jobs", type=int, default=1,
+                    help="sweep workers (1: one process with every core's threads, as "
+                         "the committed rows were measured)")
     ap.add_argument("--work", type=Path, default=Path("runs/boards"),
                     help="fresh store, checkpoints, exports and the run's log (git-ignored)")
     ap.add_argument("--install", action="store_true", help="install even a partial run")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep --work's store and run only the cells it lacks (an "
+                         "interrupted or extended regeneration); stale rows are refused")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
 
 
@@ -145,16 +153,16 @@ def run(args: argparse.Namespace, quick: bool) -> dict[str, Any] | None:
     """Run the plan's commands (``--quick``: 2 training and 20 test episodes each; never
     into the committed boards); the log of the run is the record."""
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    unknown = sorted(set(parts) - set(PARTS))
+    unknown = sorted(set(parts) - set(PART_NAMES))
     if unknown:
-        raise UsageError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    complete = set(parts) == set(PARTS)
+        raise UsageError(f"unknown part(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(PART_NAMES)}")
+    complete = set(parts) == set(PART_NAMES)
     to_install = (complete and not quick) or args.install
     if quick and to_install and args.out.resolve() == (ROOT / "leaderboards").resolve():
         raise UsageError("--quick boards never replace the committed ones; pass --out elsewhere")
 
-    steps = [s for s in plan(args.work, args.data_root) if s.part in parts]
-    steps = [quick_step(s) for s in steps] if quick else steps
+    steps = [s for s in plan(args.work, quick, args.jobs) if s.part in parts]
     store, exports = args.work / "results.sqlite", args.work / "leaderboards"
     total = sum(s.seconds for s in steps)
     print(f"{len(steps)} commands into {store}, about {_minutes(total)} on 2 CPU cores"
@@ -164,21 +172,28 @@ def run(args: argparse.Namespace, quick: bool) -> dict[str, Any] | None:
             print(f"# {s.part}, ~{_minutes(s.seconds)}\n{s.shell}")
         return None
 
-    store.unlink(missing_ok=True)  # a fresh store: no row of an earlier run survives
+    if not args.resume:
+        store.unlink(missing_ok=True)  # a fresh store: no row of an earlier run survives
     shutil.rmtree(exports, ignore_errors=True)
     exe = _protobench()
+    os.environ["PROTOBENCH_DATA"] = str(Path(args.data).resolve())
+    if quick:  # smoke models never replace the real ones under runs/boards/checkpoints
+        os.environ["PROTOBENCH_RUNS"] = str((args.work / "runs").resolve())
+    env = dict(os.environ)
     t0 = time.perf_counter()
     log = []
     for i, s in enumerate(steps, 1):
         print(f"[{i}/{len(steps)}] {s.part} (~{_minutes(s.seconds)}): {s.shell}", flush=True)
         t = time.perf_counter()
-        rc = subprocess.run([*exe, *s.argv[1:]]).returncode
+        grid = str(ROOT / s.argv[2])  # the grid files live in this checkout, wherever the cwd
+        rc = subprocess.run([*exe, s.argv[1], grid, *s.argv[3:]], env=env).returncode
         if rc != 0:
             print(f"boards: command {i} failed (exit {rc}); nothing installed, rows so far in "
                   f"{store}", file=sys.stderr)
             raise SystemExit(rc)
         log.append({"part": s.part, "command": s.shell, "estimated_seconds": s.seconds,
                     "seconds": round(time.perf_counter() - t, 1)})
+    check_store(store, steps)
     rc = subprocess.run([*exe, "leaderboard", "export", "--store", str(store), "--out",
                          str(exports)]).returncode
     if rc != 0:

@@ -363,12 +363,17 @@ def sweep(
         "mem, or slurm_* keys), repeatable"),
     revision_policy: str = typer.Option("version", "--revision-policy",
                                         help="cell keys include: version | git (+revision)"),
+    set_: list[str] | None = typer.Option(
+        None, "--set", help="KEY=VALUE replacing a cell field in every cell (e.g. "
+        "episodes=20 for a smoke run; the cells' keys change with it), repeatable"),
 ) -> None:
     """Run every cell of a grid (methods x datasets x settings x seeds); skip done cells."""
     from protobench.sweep import load_grid, make_executor, pending, run_sweep, validate
+    from protobench.tasks.base import runs_root
     from protobench.tasks.store import ResultStore
 
-    grid = validate(load_grid(grid_file, revision_policy), revision_policy)
+    overrides = parse_options(set_, "--set")
+    grid = validate(load_grid(grid_file, revision_policy, overrides), revision_policy)
     todo, skipped = pending(grid, ResultStore(store), retry_failed)
     if dry_run:
         table = Table(title=f"grid {grid.name}: {len(grid.cells)} cells ({skipped} done or "
@@ -387,7 +392,7 @@ def sweep(
     counts = {"done": 0, "failed": 0}
     slurm = parse_options(slurm_option, "--slurm-option") if slurm_option else None
     ex = make_executor(executor, jobs, ray_address=ray_address, slurm=slurm,
-                       folder=Path("runs") / "sweep" / grid.name / "executor")
+                       folder=runs_root() / "sweep" / grid.name / "executor")
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
                "{task.total}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     try:
@@ -419,7 +424,8 @@ def sweep(
         by_key = {c.key: c for c in grid.cells}
         for key, text in summary.failed.items():
             out.print(f"  {by_key[key].describe()} [{key[:12]}]: {text}", highlight=False)
-        out.print(f"re-run them with: protobench sweep {grid_file} --store {store} "
+        again = "".join(f" --set {item}" for item in set_ or [])
+        out.print(f"re-run them with: protobench sweep {grid_file} --store {store}{again} "
                   "--retry-failed", highlight=False)
         raise typer.Exit(1)
 

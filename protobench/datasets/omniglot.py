@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import pickle
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -177,8 +178,16 @@ def load_omniglot(split: str, root: Path | None = None, download: bool = True, *
                   sources: str | list[str] | None = None,
                   test_alphabets: str | list[str] | None = None,
                   val_alphabets: str | list[str] | None = None,
-                  rotations: str = "train", image_size: int = 28) -> LabeledData:
-    """One split of Omniglot: ``x`` ``[n, 1, S, S]`` float32 in {0, 1}; 20 images per class."""
+                  rotations: str = "train", image_size: int = 28,
+                  character_pool: str | None = None) -> LabeledData:
+    """One split of Omniglot: ``x`` ``[n, 1, S, S]`` float32 in {0, 1}; 20 images per class.
+
+    ``character_pool`` (``validation`` or ``test``) keeps one of two disjoint seeded halves
+    of the split's classes (:func:`character_pools`): settings chosen on the validation
+    half never see a class of the test half (Omniglot has no validation alphabets)."""
+    if character_pool not in (None, *POOLS):
+        raise UserError(f"Omniglot character_pool={character_pool!r} is unknown; choose "
+                        f"{' or '.join(POOLS)}")
     if rotations not in ROTATION_MODES:
         raise UserError(f"Omniglot rotations={rotations!r} is unknown; "
                         f"choose one of: {', '.join(ROTATION_MODES)}")
@@ -206,8 +215,28 @@ def load_omniglot(split: str, root: Path | None = None, download: bool = True, *
                 + (f" rotated {r} degrees" if r else "") for c, r in classes]
     meta = {"alphabet": [alphabets[c] for c, _ in classes], "rotation": [r for _, r in classes],
             "sources": list(used), "alphabets": sorted(split_alpha)}
-    return LabeledData(x=x.contiguous(), labels=labels[order], class_names=tuple(names),
+    data = LabeledData(x=x.contiguous(), labels=labels[order], class_names=tuple(names),
                        name="omniglot", split=split, meta=meta, display_names=tuple(readable))
+    if character_pool is not None:
+        keep = character_pools(data.num_classes)[POOLS.index(character_pool)]
+        data = data.subset_classes(keep)
+        data = replace(data, meta={**data.meta, "character_pool": character_pool,
+                                   **{k: [meta[k][c] for c in keep]
+                                      for k in ("alphabet", "rotation")}})
+    return data
+
+
+POOLS = ("validation", "test")
+POOL_SEED = 2024
+
+
+def character_pools(num_classes: int) -> tuple[list[int], list[int]]:
+    """``(validation classes, test classes)``: a seeded random half of ``range(num_classes)``
+    and the other half, each sorted."""
+    gen = torch.Generator().manual_seed(POOL_SEED)
+    order = torch.randperm(num_classes, generator=gen).tolist()
+    half = num_classes // 2
+    return sorted(order[:half]), sorted(order[half:])
 
 
 def character_name(alphabet: str, character: str) -> str:

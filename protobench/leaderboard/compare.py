@@ -40,7 +40,7 @@ from protobench.errors import UserError
 from protobench.leaderboard.aggregate import group_key, seed_free
 from protobench.leaderboard.labels import differing, identity, text
 from protobench.leaderboard.render import setting_text
-from protobench.tasks.record import ResultRecord
+from protobench.tasks.record import ResultRecord, episode_samples
 from protobench.tasks.store import ResultStore
 
 #: metrics where lower is better (a substring of the name)
@@ -242,7 +242,7 @@ def _episodes(rows: Sequence[ResultRecord]) -> dict[str, dict[int, list[float]]]
     out: dict[str, dict[int, list[float]]] = {}
     for r in rows:
         seed_of = {p.get("manifest_hash"): int(p["seed"]) for p in r.per_seed}
-        for key, values in r.samples.items():
+        for key, values in episode_samples(r.samples).items():
             h, _, s = key.partition("#seed")
             out.setdefault(h, {})[int(s) if s else seed_of.get(h, r.seed)] = values
     return out
@@ -270,8 +270,8 @@ def _pair(board: str, setting: str, a: Variant, b: Variant, metric: str,
           ra: list[ResultRecord], rb: list[ResultRecord]) -> Comparison:
     """A's rows ``ra`` against B's rows ``rb`` of one setting (see the module docstring)."""
     ids = (tuple(r.id for r in ra), tuple(r.id for r in rb))
-    samples = all(r.samples for r in ra + rb) and all(metric == r.primary_metric
-                                                      for r in ra + rb)
+    samples = all(episode_samples(r.samples) for r in ra + rb) and all(
+        metric == r.primary_metric for r in ra + rb)
     if samples:
         ea, eb = _episodes(ra), _episodes(rb)
         shared = [h for h in ea if h in eb]

@@ -82,6 +82,23 @@ def roc_curve(id_scores: Scores, ood_scores: Scores) -> tuple[np.ndarray, np.nda
     return np.r_[0.0, fp / len(o)], np.r_[0.0, tp / len(i)]
 
 
+def roc_points(id_scores: Scores, ood_scores: Scores, max_points: int = 512
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`roc_curve` with the points inside straight segments dropped (the area under
+    it is unchanged), then at most ``max_points`` of them kept, evenly spaced along the
+    curve and always including both ends: the curve a leaderboard row stores for plots."""
+    fpr, tpr = roc_curve(id_scores, ood_scores)
+    if len(fpr) > 2:
+        d = np.diff(np.c_[fpr, tpr], axis=0)
+        turn = d[1:, 0] * d[:-1, 1] - d[1:, 1] * d[:-1, 0]  # 0 where three points align
+        keep = np.r_[True, np.abs(turn) > 1e-15, True]
+        fpr, tpr = fpr[keep], tpr[keep]
+    if len(fpr) > max_points:
+        idx = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[idx], tpr[idx]
+    return fpr, tpr
+
+
 def auroc(id_scores: Scores, ood_scores: Scores) -> float:
     """Area under the ROC curve (ties count 1/2)."""
     fpr, tpr = roc_curve(id_scores, ood_scores)

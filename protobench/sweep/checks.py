@@ -17,15 +17,16 @@ from protobench.episodic import fixed_episodes
 from protobench.episodic.lists import episode_lists
 from protobench.errors import UserError
 from protobench.methods.presets import preset_label
-from protobench.sweep.grid import Grid, cell_key
+from protobench.sweep.grid import Grid, cell_key, expand
 from protobench.tasks.base import TASKS, Task
 from protobench.utils import canonical_json
 
 
 def job_config(task: Task, config: dict[str, Any], **overrides: Any) -> Any:
-    """The task's config for a cell (no store, no progress bars unless overridden)."""
+    """The task's config for a cell (no store, no progress bars unless overridden), with
+    ``{runs}`` filled in."""
     return task.config_class(**{"store": None, "progress": False, "plot": False,
-                                **config, **overrides})
+                                **expand(config), **overrides})
 
 
 def validate(grid: Grid, policy: str = "version") -> Grid:

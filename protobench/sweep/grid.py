@@ -16,11 +16,18 @@ A grid is a YAML mapping::
     matrix:                       # instead of the product: explicit entries (lists multiply)
       - {method: protonet, dataset: digits, shots: [1, 5]}
 
-Each cell is one job of one seed and one setting (few-shot: one ``shots`` value; OOD: one
-ID/OOD pair and its scores), keyed by :func:`cell_key`: the hash of the task, the cell's
+Each cell is one job of one seed and one setting (few-shot: one ``shots`` value, or
+several evaluated on one trained model when written as a nested list, ``shots: [[1, 5]]``;
+OOD: one ID/OOD pair and its scores), keyed by :func:`cell_key`: the hash of the task, the cell's
 whole job configuration with the preset resolved to its versioned label, and the code
 policy (``version``: the protobench version; ``git``: also the git revision). Run folders,
 stores and progress settings are not part of the key.
+
+Paths may name the runs folder as ``{runs}`` (``$PROTOBENCH_RUNS`` or ``runs/``), e.g.
+``save_checkpoint: "{runs}/boards/checkpoints/model.pt"``; the placeholder is filled in when
+a cell runs, and the key holds the text as written, so it does not depend on the machine.
+``overrides`` (``protobench sweep --set KEY=VALUE``) replace a field in every cell, e.g.
+``episodes=20`` for a smoke run (the keys change with them).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any
 import yaml
 
 from protobench.errors import UserError
-from protobench.tasks.base import TASKS, parse_seeds
+from protobench.tasks.base import TASKS, parse_seeds, runs_root
 from protobench.tasks.provenance import git_revision, package_versions
 from protobench.utils import sha256_json
 
@@ -70,6 +77,17 @@ class Grid:
     cells: list[CellSpec]
     problems: list[str] = field(default_factory=list)
     source: str = ""
+
+
+def expand(value: Any) -> Any:
+    """``value`` with ``{runs}`` filled in, inside strings, lists and mappings."""
+    if isinstance(value, str):
+        return value.replace("{runs}", str(runs_root())) if "{runs}" in value else value
+    if isinstance(value, dict):
+        return {k: expand(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(expand(v) for v in value)
+    return value
 
 
 def _listify(v: Any) -> list[Any]:
@@ -151,9 +169,11 @@ def cell_key(task: str, config: dict[str, Any], preset: str, policy: str = "vers
     return sha256_json(material)
 
 
-def load_grid(path: str | Path, policy: str = "version") -> Grid:
+def load_grid(path: str | Path, policy: str = "version",
+              overrides: dict[str, Any] | None = None) -> Grid:
     """Parse and expand ``path``; structural errors raise, per-cell problems are collected
-    by :func:`protobench.sweep.checks.validate` (nothing runs before it passes)."""
+    by :func:`protobench.sweep.checks.validate` (nothing runs before it passes).
+    ``overrides`` replace those fields in every cell (see the module docstring)."""
     p = Path(path)
     try:
         doc = yaml.safe_load(p.read_text())
@@ -172,6 +192,10 @@ def load_grid(path: str | Path, policy: str = "version") -> Grid:
         raise UserError(f"grid {p}: task must be one of {', '.join(sorted(TASKS))}, got "
                         f"{task!r}")
     name = str(doc.get("name") or p.stem)
+    fixed = sorted({"seed", "seeds"} & set(overrides or {}))
+    if fixed:
+        raise UserError(f"--set cannot change {', '.join(fixed)}: the grid's `seeds:` names "
+                        "the seeds its cells run")
     seeds_doc = doc.get("seeds", [0])
     seeds = list(parse_seeds(str(seeds_doc))) if isinstance(seeds_doc, int | str) \
         else [int(s) for s in _listify(seeds_doc)]
@@ -180,7 +204,7 @@ def load_grid(path: str | Path, policy: str = "version") -> Grid:
     cells, problems = [], []
     for e in _entries(doc):
         label = e.pop("label")
-        cfg: dict[str, Any] = {**options, **e}
+        cfg: dict[str, Any] = {**options, **e, **(overrides or {})}
         if task == "fewshot" and "shots" in cfg:
             cfg["shots"] = tuple(_listify(cfg["shots"]))
         if task == "ood" and "scores" in cfg:

@@ -43,7 +43,7 @@ from protobench.tasks.base import (
 )
 from protobench.tasks.ood_eval import Evaluation, evaluate
 from protobench.tasks.provenance import Stopwatch
-from protobench.tasks.record import Metric, ResultRecord
+from protobench.tasks.record import Metric, ResultRecord, curve_key
 from protobench.utils import sha256_json
 
 TASK = "ood"
@@ -208,7 +208,10 @@ class OODTask(Task):
             metrics=metrics, seed=seed, manifest_hash=manifest, wall_time_s=seconds,
             primary_metric="auroc", method_name=cfg.method, method_params=params,
             data={"id": data.id_text, "ood": data.counts, "dataset_options": cfg.dataset_options,
-                  "test_fraction": cfg.test_fraction})
+                  "test_fraction": cfg.test_fraction},
+            samples={curve_key(name, seed, axis): values
+                     for name, (fpr, tpr) in ev.curves[score].items()
+                     for axis, values in (("fpr", fpr), ("tpr", tpr))})
 
     def rerun_config(self, cfg: OODConfig, record: ResultRecord) -> OODConfig:
         return replace(cfg, scores=(record.config["score"],), score_params=dict(

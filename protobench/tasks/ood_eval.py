@@ -16,7 +16,7 @@ import torch
 from protobench.datasets import LabeledData
 from protobench.geometry.prototypes import Prototypes
 from protobench.methods.protocols import OODMethod
-from protobench.ood.metrics import METRIC_NAMES, ood_metrics
+from protobench.ood.metrics import METRIC_NAMES, ood_metrics, roc_points
 from protobench.ood.scores import build_score, get_score_class
 from protobench.ood.scores.base import l2_normalise
 
@@ -40,6 +40,9 @@ class Evaluation:
     id_accuracy: float
     id_accuracy_source: str
     roc_scores: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # score -> set -> (fpr, tpr): the ROC points a row keeps (ood.metrics.roc_points)
+    curves: dict[str, dict[str, tuple[list[float], list[float]]]] = field(
+        default_factory=dict)
 
 
 @torch.no_grad()
@@ -84,21 +87,25 @@ def evaluate(method: OODMethod, train: LabeledData, test: LabeledData,
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     summary: dict[str, dict[str, float]] = {}
     roc: dict[str, dict[str, torch.Tensor]] = {}
+    curves: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for s in scores:
         score = build_score(s, **score_params.get(s, {}))
         score.fit(tr.features, tr.labels, tr.logits)
         id_s = score.score(te.features, te.logits)
         per_set = {}
         roc[s] = {"__id__": id_s} if keep_scores else {}
+        curves[s] = {}
         for name, f in od.items():
             o_s = score.score(f.features, f.logits)
             per_set[name] = ood_metrics(id_s, o_s)
+            fpr, tpr = roc_points(id_s, o_s)
+            curves[s][name] = (fpr.tolist(), tpr.tolist())
             if keep_scores:
                 roc[s][name] = o_s
         metrics[s] = per_set
         summary[s] = averages(per_set, groups)
     acc, source = id_accuracy(method, tr, te)
-    return Evaluation(metrics, summary, acc, source, roc)
+    return Evaluation(metrics, summary, acc, source, roc, curves)
 
 
 def averages(per_set: dict[str, dict[str, float]], groups: dict[str, str]

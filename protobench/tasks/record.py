@@ -25,13 +25,28 @@ metrics (a few-shot seed keeps its CI over episodes there).
 a few-shot row maps its episode manifest hash to the per-episode accuracies in episode
 order (one entry per seed's manifest; ``HASH#seedN`` when seeds share one manifest, e.g. a
 dataset's fixed episodes). The store keeps them in a side table and loads them only when
-asked (``ResultStore.records(board, samples=True)``).
+asked (``ResultStore.records(board, samples=True)``). An OOD row keeps its ROC curve per
+OOD set there too, as ``roc:<set>:seed<N>:fpr`` / ``:tpr`` (:func:`curve_key`; the points
+of :func:`protobench.ood.metrics.roc_points`, for plots); :func:`episode_samples` leaves
+those out.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+CURVE_PREFIX = "roc:"
+
+
+def curve_key(ood_set: str, seed: int, axis: str) -> str:
+    """The ``samples`` key of one axis (``fpr`` or ``tpr``) of an OOD row's ROC curve."""
+    return f"{CURVE_PREFIX}{ood_set}:seed{seed}:{axis}"
+
+
+def episode_samples(samples: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The per-unit values of ``samples`` (paired comparisons), without ROC curves."""
+    return {k: v for k, v in samples.items() if not k.startswith(CURVE_PREFIX)}
 
 from protobench.errors import UserError
 from protobench.methods import build_method

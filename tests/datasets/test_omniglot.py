@@ -132,6 +132,24 @@ def test_rotations_option(omniglot_root, omni_test):
         load_dataset("omniglot", "train", omniglot_root, rotations="some")
 
 
+def test_character_pools_are_disjoint_seeded_halves(omniglot_root, omni_all):
+    val = load_dataset("omniglot", "all", omniglot_root, character_pool="validation")
+    test = load_dataset("omniglot", "all", omniglot_root, character_pool="test")
+    assert val.num_classes == test.num_classes == 121
+    assert not set(val.class_names) & set(test.class_names)
+    assert set(val.class_names) | set(test.class_names) == set(omni_all.class_names)
+    # the same halves at every load (a fixed seed), drawn at random, not the first 121
+    again = load_dataset("omniglot", "all", omniglot_root, character_pool="test")
+    assert again.class_names == test.class_names
+    assert test.class_names != omni_all.class_names[121:]
+    assert test.meta["alphabet"] == [n.split("/")[0] for n in test.class_names]
+    first = test.class_names[0]  # the images follow their class
+    i = omni_all.class_names.index(first)
+    assert torch.equal(test.x[test.labels == 0], omni_all.x[omni_all.labels == i])
+    with pytest.raises(UserError, match="character_pool"):
+        load_dataset("omniglot", "all", omniglot_root, character_pool="train")
+
+
 # ---- fake archives -----------------------------------------------------------------------
 
 def test_zip_and_extracted_folder_give_the_same_data(tmp_path, fake_omniglot):

@@ -125,6 +125,22 @@ def test_continual_and_ood_groups(store):
     assert one.ci95 is None and "±" not in one.value_text
 
 
+def test_ood_rows_keep_each_seeds_roc_curve_and_still_pair_by_seed(store):
+    rs, rows = store
+    (msp,) = [r for r in rs.records("ood/digits", samples=True) if r.method == "ce+msp"]
+    for p in msp.per_seed:
+        s = p["seed"]
+        fpr = msp.samples[f"roc:digits:5-9:seed{s}:fpr"]
+        tpr = msp.samples[f"roc:digits:5-9:seed{s}:tpr"]
+        # the stored curve is the row's: its area is the seed's AUROC
+        assert math.isclose(np.trapezoid(tpr, fpr), p["metrics"]["auroc"]["value"],
+                            abs_tol=1e-9)
+    from protobench.leaderboard.compare import compare_board
+
+    (c,) = compare_board(rs, "ood/digits", "ce+msp", "ce+knn").comparisons
+    assert c.unit == "seeds" and len(c.a_values) == 2  # seeds, not ROC points
+
+
 def test_cli_show_aggregate_and_markdown(store):
     rs, _ = store
     res = runner.invoke(app, ["leaderboard", "show", "continual/digits", "--aggregate",

@@ -1,5 +1,5 @@
 """`make demo` and the tests never write a tracked file; `make boards` does, on purpose, from
-the committed commands of benchmarks/boards.py into a fresh store."""
+the committed grids of benchmarks/boards.py into a fresh store."""
 
 import importlib.util
 import os
@@ -64,52 +64,73 @@ def test_make_demo_writes_only_ignored_paths():
 
 
 @needs_make_and_git
-def test_make_boards_runs_the_committed_script_into_an_ignored_work_folder():
+def test_make_boards_runs_the_committed_grids_into_an_ignored_work_folder():
+    from protobench.sweep import load_grid
+    from protobench.sweep.grid import NOT_IN_KEY
+
     (command,) = [c for c in make_n("boards") if "benchmarks.boards" in c]
     assert command[0].endswith("python")
     boards = load_boards()
     work = Path("runs/boards")
-    steps = boards.plan(work, "../shared/data/omniglot")
-    assert {s.part for s in steps} == set(boards.PARTS)
+    steps = boards.plan(work)
+    assert [s.part for s in steps] == list(boards.PART_NAMES)
+    saved: list[str] = []
     for s in steps:
-        assert s.argv[0] == "protobench" and s.seconds > 0
+        assert s.argv[:2] == ("protobench", "sweep") and s.seconds > 0
+        grid_file = Path(s.argv[2])
+        assert grid_file.parent == Path("benchmarks/grids") and (ROOT / grid_file).is_file()
         paths = written_paths(list(s.argv))
-        assert paths and str(work / "results.sqlite") in paths, s.shell
-        assert all(Path(p).is_relative_to(work) and ignored_and_untracked(p) for p in paths)
-    # the models the geodesic parts evaluate are trained earlier in the plan
-    saved = []
-    for s in steps:
-        if "--checkpoint" in s.argv:
-            assert s.argv[s.argv.index("--checkpoint") + 1] in saved, s.shell
-        if "--save-checkpoint" in s.argv:
-            saved.append(s.argv[s.argv.index("--save-checkpoint") + 1])
+        assert paths == [str(work / "results.sqlite")], s.shell
+        assert ignored_and_untracked(paths[0])
+        grid = load_grid(ROOT / grid_file)
+        assert grid.cells and "save_checkpoint" in NOT_IN_KEY
+        for cell in grid.cells:
+            c = cell.config
+            for ck in (c.get("checkpoint"), (c.get("method_params") or {}).get("checkpoint")):
+                if ck:  # a model the grid evaluates is saved by an earlier part
+                    assert ck in saved, f"{grid_file}: {ck} is not trained before"
+            if c.get("save_checkpoint"):  # models land in the runs folder, never tracked
+                assert c["save_checkpoint"].startswith("{runs}/boards/checkpoints/")
+                assert ignored_and_untracked(c["save_checkpoint"].replace("{runs}", "runs"))
+                saved.append(c["save_checkpoint"])
+    assert len(saved) == 3
 
 
 @needs_make_and_git
 def test_committed_digits_board_comes_from_the_demo_grid():
-    """The committed digits board's commands are the seed-0 cells of the demo's few-shot
-    grid (same method, ways, shots, queries, episodes, preset): `make demo` reproduces it
-    and adds seeds 1 and 2."""
+    """The digits part of `make boards` is the demo's few-shot grid file itself: `make demo`
+    writes the committed fewshot/digits rows."""
+    boards = load_boards()
+    (digits,) = [s for s in boards.plan(Path("w")) if s.part == "digits-fewshot"]
+    demo = [c[1:] for c in make_n("demo") if c and c[0].endswith("protobench")
+            and c[1] == "sweep"]
+    assert digits.argv[2] in [c[1] for c in demo]
+
+
+def test_every_committed_row_is_a_done_cell_of_a_committed_grid():
+    """Each row of leaderboards/results.sqlite was written by `protobench sweep` for a cell
+    of a grid in benchmarks/grids/, and each committed grid's cells are all on the boards;
+    for the digits grids the keys are recomputed from the grid files."""
     from protobench.sweep import load_grid, validate
 
     boards = load_boards()
-    digits = [list(s.argv[1:]) for s in boards.plan(Path("w"), "d") if s.part == "digits"]
-    demo = [c[1:] for c in make_n("demo") if c and c[0].endswith("protobench")
-            and c[1] == "sweep"]
-    (grid_file,) = [c[1] for c in demo if "fewshot" in c[1]]
-    grid = validate(load_grid(ROOT / grid_file))
-    cells = {(c.config["method"], c.config["ways"], c.config["shots"][0], c.config["queries"],
-              c.config["episodes"]) for c in grid.cells
-             if c.config["seed"] == 0 and not c.config.get("method_params")}
-    commands = set()
-    for argv in digits:
-        assert argv[0] == "fewshot" and "--seed" not in argv and "--config" not in argv
-        method, ways = argv[argv.index("--method") + 1], int(argv[argv.index("--ways") + 1])
-        for i, a in enumerate(argv):
-            if a == "--shots":
-                commands.add((method, ways, int(argv[i + 1]), 15, 1000))
-    assert commands == cells
-    assert {c.config["seed"] for c in grid.cells} == {0, 1, 2}
+    store = ResultStore(ROOT / "leaderboards" / "results.sqlite")
+    records = store.records()
+    assert records
+    grids = {s.part: load_grid(ROOT / s.argv[2]) for s in boards.plan(Path("w"))}
+    by_name = {g.name: g for g in grids.values()}
+    for r in records:
+        sweep = r.config.get("sweep") or {}
+        assert sweep.get("grid") in by_name, (r.board, r.method, "not from a committed grid")
+        cells = store.cells(sweep["grid"])
+        assert cells[sweep["cell"]]["status"] == "done" and r.id in cells[sweep["cell"]][
+            "row_ids"]
+    for grid in by_name.values():
+        done = {k for k, v in store.cells(grid.name).items() if v["status"] == "done"}
+        assert len(done) == len(grid.cells), grid.name
+    for part in ("digits-fewshot", "continual-digits"):
+        keys = {c.key for c in validate(grids[part]).cells}
+        assert keys == set(store.cells(grids[part].name)), part
 
 
 def test_boards_quick_builds_a_fresh_store_and_installs_only_elsewhere(tmp_path):
@@ -120,21 +141,24 @@ def test_boards_quick_builds_a_fresh_store_and_installs_only_elsewhere(tmp_path)
     ResultStore(work / "results.sqlite").add(stale)  # a row of an earlier run
     out.mkdir()
     (out / "fewshot_stale.md").write_text("stale board\n")
-    script = [sys.executable, "-m", "benchmarks.boards", "--parts", "digits",
+    script = [sys.executable, "-m", "benchmarks.boards", "--parts", "digits-fewshot",
               "--quick", "--work", str(work)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     res = subprocess.run([*script, "--out", str(out), "--install"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     records = ResultStore(out / "results.sqlite").records()
-    assert sorted((r.method, r.setting["shots"]) for r in records) == [
-        ("ncm", 1), ("ncm", 5), ("protonet", 1), ("protonet", 5)]
+    assert sorted((r.method, r.setting["shots"], r.seed) for r in records) == [
+        (m, k, s) for m in ("ncm", "protonet") for k in (1, 5) for s in (0, 1, 2)]
+    assert {r.setting["episodes"] for r in records} == {20}  # the --quick overrides
+    assert all(r.config["sweep"]["grid"] == "digits-demo-fewshot" for r in records)
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "fewshot_digits.csv", "fewshot_digits.md", "results.sqlite"]
     plan = subprocess.run([*script, "--dry-run"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
     assert plan.returncode == 0 and "installed" not in plan.stdout  # a part: not installed
-    assert plan.stdout.count("protobench fewshot --dataset digits") == 2
+    assert plan.stdout.count("protobench sweep benchmarks/grids/") == 1
+    assert "--set episodes=20 --set train_steps=2" in plan.stdout
     refused = subprocess.run([*script, "--out", str(ROOT / "leaderboards"), "--install",
                               "--dry-run"], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=120)

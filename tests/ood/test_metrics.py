@@ -17,6 +17,7 @@ from protobench.ood.metrics import (
     fpr_at_tpr,
     ood_metrics,
     roc_curve,
+    roc_points,
 )
 
 A = ([3, 3, 2, 1], [2, 0, 0, -1])
@@ -164,3 +165,25 @@ def test_threshold_rules_match_exact_arithmetic_over_n(level):
             want = _naive_fpr(ids, ood, exact, rule)
             got = fpr_at_tpr(ids, [float(o) for o in ood], float(level), rule=rule)
             assert got == pytest.approx(float(want), abs=1e-12), (level, n, rule)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_roc_points_keep_the_curve_and_its_area(seed):
+    rng = np.random.default_rng(seed)
+    i = rng.normal(1.0, 1.0, 300).round(1)  # ties: diagonal segments
+    o = rng.normal(0.0, 1.0, 700).round(1)
+    fpr, tpr = roc_points(i, o)
+    y = np.r_[np.ones(len(i)), np.zeros(len(o))]
+    assert math.isclose(np.trapezoid(tpr, fpr), roc_auc_score(y, np.r_[i, o]), abs_tol=1e-12)
+    full_fpr, full_tpr = roc_curve(i, o)
+    assert len(fpr) < len(full_fpr)  # points inside straight segments are gone
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    # every kept point lies on sklearn's curve
+    sk_fpr, sk_tpr, _ = __import__("sklearn.metrics", fromlist=["roc_curve"]).roc_curve(
+        y, np.r_[i, o], drop_intermediate=False)
+    on = {(round(a, 12), round(b, 12)) for a, b in zip(sk_fpr, sk_tpr)}
+    assert all((round(a, 12), round(b, 12)) in on for a, b in zip(fpr, tpr))
+    few_fpr, few_tpr = roc_points(rng.normal(1, 1, 5000), rng.normal(0, 1, 5000),
+                                  max_points=64)
+    assert len(few_fpr) <= 64 and (few_fpr[0], few_fpr[-1]) == (0.0, 1.0)
+    assert np.all(np.diff(few_fpr) >= 0) and np.all(np.diff(few_tpr) >= 0)

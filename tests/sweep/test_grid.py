@@ -131,3 +131,47 @@ def test_dry_run_lists_the_cells_and_their_count(tmp_path):
     assert res.exit_code == 0, res.output
     assert "12 cells" in res.output and "ncm-cos" in res.output
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_nested_shots_keep_several_shots_on_one_trained_model(tmp_path):
+    grid = validate(load_grid(write(tmp_path, FEWSHOT.replace("shots: [1, 5]",
+                                                              "shots: [[1, 5]]"))))
+    assert len(grid.cells) == 2 * 3
+    assert {c.config["shots"] for c in grid.cells} == {(1, 5)}
+
+
+def test_runs_placeholder_is_filled_in_when_a_cell_runs_and_never_in_the_key(
+        tmp_path, monkeypatch):
+    from protobench.sweep.checks import job_config
+    from protobench.tasks.base import TASKS
+
+    text = FEWSHOT + '    options: {save_checkpoint: "{runs}/ck/model.pt"}\n'
+    path = write(tmp_path, text)
+    monkeypatch.setenv("PROTOBENCH_RUNS", str(tmp_path / "one"))
+    one = validate(load_grid(path))
+    cfg = job_config(TASKS["fewshot"], one.cells[0].config)
+    assert cfg.save_checkpoint == str(tmp_path / "one" / "ck" / "model.pt")
+    assert one.cells[0].config["save_checkpoint"] == "{runs}/ck/model.pt"  # as written
+    monkeypatch.setenv("PROTOBENCH_RUNS", str(tmp_path / "two"))
+    two = validate(load_grid(path))
+    assert [c.key for c in one.cells] == [c.key for c in two.cells]
+    assert job_config(TASKS["fewshot"], two.cells[0].config).save_checkpoint == str(
+        tmp_path / "two" / "ck" / "model.pt")
+
+
+def test_set_overrides_every_cell_and_changes_the_keys(tmp_path):
+    path = write(tmp_path, FEWSHOT)
+    plain = validate(load_grid(path))
+    smoke = validate(load_grid(path, overrides={"episodes": 7}))
+    assert {c.config["episodes"] for c in smoke.cells} == {7}
+    assert len(smoke.cells) == len(plain.cells)
+    assert not {c.key for c in plain.cells} & {c.key for c in smoke.cells}
+    store = tmp_path / "s.sqlite"
+    res = runner.invoke(app, ["sweep", str(path), "--store", str(store), "--set",
+                              "no_such_field=1"])
+    assert res.exit_code == 2 and "no_such_field" in res.output and not store.exists()
+    res = runner.invoke(app, ["sweep", str(path), "--store", str(store), "--set", "episodes"])
+    assert res.exit_code == 2 and "key=value" in res.output
+    res = runner.invoke(app, ["sweep", str(path), "--dry-run", "--set", "episodes=7",
+                              "--set", "seeds=0"])
+    assert res.exit_code == 2 and "seeds" in res.output  # a grid's seeds are its own
