@@ -4,8 +4,10 @@ Every row of ``leaderboards/`` is a cell of one of the grids of :data:`PARTS`
 (``benchmarks/grids/*.yaml``), run in order with ``protobench sweep GRID --store
 WORK/results.sqlite`` into a fresh store under ``--work`` (default ``runs/boards``,
 git-ignored). When every part ran, that store and its Markdown/CSV exports replace
-``leaderboards/results.sqlite`` and ``leaderboards/*.md|csv``; a run of some parts
-(``--parts``) leaves them in ``--work/leaderboards`` (``--install`` installs them anyway).
+``leaderboards/results.sqlite`` and ``leaderboards/*.md|csv``, and the static site of the
+installed store is rebuilt in ``leaderboards/site/`` (``protobench leaderboard site``); a run of some parts
+(``--parts``) leaves them and their site in ``--work/leaderboards`` (``--install`` installs
+them anyway).
 Anyone can regenerate one board by hand with the same ``protobench sweep`` line (``--dry-run``
 prints them).
 
@@ -128,8 +130,17 @@ def install(exports: Path, store: Path, out: Path) -> None:
     for old in [*out.glob("*.md"), *out.glob("*.csv")]:
         old.unlink()
     for f in sorted(exports.iterdir()):
-        shutil.copyfile(f, out / f.name)
+        if f.is_file():
+            shutil.copyfile(f, out / f.name)
     shutil.copyfile(store, out / "results.sqlite")
+
+
+def site(exe: list[str], store: Path, out: Path) -> None:
+    """The static site of ``store`` (``protobench leaderboard site``) into ``out``."""
+    rc = subprocess.run([*exe, "leaderboard", "site", "--store", str(store), "--out",
+                         str(out)]).returncode
+    if rc != 0:
+        raise SystemExit(rc)
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -200,8 +211,10 @@ def run(args: argparse.Namespace, quick: bool) -> dict[str, Any] | None:
         raise SystemExit(rc)
     if to_install:
         install(exports, store, args.out)
+        site(exe, args.out / "results.sqlite", args.out / "site")  # names the installed store
         print(f"boards: {args.out} regenerated in {_minutes(time.perf_counter() - t0)}")
     else:
+        site(exe, store, exports / "site")
         why = "a --quick run" if quick else "a partial run"
         print(f"boards: {why}, not installed; boards in {exports}")
     return {"parts": parts, "store": str(store), "exports": str(exports),

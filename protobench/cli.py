@@ -553,6 +553,25 @@ def board_export(
         out.print(f"wrote {path}")
 
 
+@board_app.command("site")
+@user_errors
+def board_site(
+    store: Path = typer.Option(Path("leaderboards/results.sqlite"), "--store"),
+    out_dir: Path = typer.Option(Path("leaderboards/site"), "--out",
+                                 help="the site folder (replaced; open its index.html)"),
+    matrix_row: int | None = typer.Option(None, "--matrix-row",
+                                          help="the continual row whose accuracy matrix "
+                                               "is drawn (default: each board's best)"),
+) -> None:
+    """Write a static HTML site of every board: sortable tables, plots, provenance."""
+    from protobench.leaderboard.site import build_site
+
+    res = build_site(store, out_dir, matrix_row=matrix_row)
+    out.print(f"wrote {len(res.pages)} pages ({res.boards} boards, {res.rows} rows, "
+              f"{res.configurations} configurations, {res.figures} figures) to {res.out} in "
+              f"{res.seconds:.1f} s; open {res.out / 'index.html'}", highlight=False)
+
+
 def _benchmarks_folder() -> Path | None:
     """The ``benchmarks`` package of a source checkout: importable, in the working directory,
     or next to this package (an editable install)."""

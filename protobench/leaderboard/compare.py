@@ -413,3 +413,12 @@ def compare_board(store: ResultStore, board: str, a: str, b: str,
     found = store.samples(wanted)
     records = [replace(r, samples=found[r.id]) if r.id in found else r for r in records]
     return compare_rows(records, a, b, settings, metric, board)
+
+
+def compare_groups(board: str, setting: str, a: str, b: str, metric: str,
+                   ra: list[ResultRecord], rb: list[ResultRecord]) -> Comparison:
+    """Pair the rows ``ra`` of one configuration (labelled ``a``) with the rows ``rb`` of
+    another (``b``) in ``setting``, as :func:`compare_rows` does for variants; the rows
+    must carry their samples. Raises :class:`UserError` when they cannot be paired."""
+    return _pair(board, setting, Variant(a, ra[0].method), Variant(b, rb[0].method), metric,
+                 ra, rb)

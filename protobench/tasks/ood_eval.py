@@ -82,7 +82,8 @@ def evaluate(method: OODMethod, train: LabeledData, test: LabeledData,
     need_logits = method.has_classifier and any(get_score_class(s).needs_logits
                                                 for s in scores)
     tr = extract(method, train, device, need_logits)
-    te = extract(method, test, device, need_logits)
+    # the ID accuracy always comes from the head when there is one, whatever the scores
+    te = extract(method, test, device, method.has_classifier)
     od = {name: extract(method, data, device, need_logits) for name, data in ood.items()}
     metrics: dict[str, dict[str, dict[str, float]]] = {}
     summary: dict[str, dict[str, float]] = {}

@@ -153,7 +153,10 @@ def test_boards_quick_builds_a_fresh_store_and_installs_only_elsewhere(tmp_path)
     assert {r.setting["episodes"] for r in records} == {20}  # the --quick overrides
     assert all(r.config["sweep"]["grid"] == "digits-demo-fewshot" for r in records)
     assert sorted(p.name for p in out.iterdir()) == [
-        "README.md", "fewshot_digits.csv", "fewshot_digits.md", "results.sqlite"]
+        "README.md", "fewshot_digits.csv", "fewshot_digits.md", "results.sqlite", "site"]
+    page = (out / "site" / "boards" / "fewshot-digits.html").read_text()
+    assert page.count('<tr class="row"') == 4  # 2 methods x 2 shots, over 3 seeds each
+    assert f"--store {out / 'results.sqlite'}" in page  # the installed store, not the work one
     plan = subprocess.run([*script, "--dry-run"], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=120)
     assert plan.returncode == 0 and "installed" not in plan.stdout  # a part: not installed

@@ -34,3 +34,26 @@ def test_standard_view_is_a_shifted_crop():
         padded = torch.nn.functional.pad(x[b], (2, 2, 2, 2))
         wins = [padded[:, i:i + 6, j:j + 6] for i in range(5) for j in range(5)]
         assert any(torch.equal(v[b], w) or torch.equal(v[b], w.flip(-1)) for w in wins)
+
+
+def test_id_accuracy_comes_from_the_head_whatever_the_scores(tmp_path):
+    """A CE row's ID accuracy is its classifier's, with or without a logit score in the job
+    (a row re-run alone with its own feature score gives the same ID accuracy)."""
+    import torch
+
+    from protobench.tasks.ood import OODConfig, run_ood
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [run_ood(OODConfig(id="digits:0-4", ood="digits:5-9", method="ce", epochs=1,
+                                  scores=scores, backbone="mlp", device="cpu", store=None,
+                                  dataset_options={"image_size": 8}, progress=False,
+                                  plot=False, run_dir=str(tmp_path / str(i))))
+                for i, scores in enumerate((("msp", "knn"), ("knn",)))]
+    finally:
+        torch.set_num_threads(before)
+    (a,), (b,) = runs[0].per_seed, runs[1].per_seed
+    assert a.id_accuracy_source == b.id_accuracy_source == "classifier head"
+    assert a.id_accuracy == b.id_accuracy
+    assert a.metrics["knn"] == b.metrics["knn"]
