@@ -27,10 +27,11 @@ demo: install
 	$(BIN)/protobench sweep benchmarks/grids/digits-demo-continual.yaml --store $(DEMO_STORE)
 	$(BIN)/protobench leaderboard show fewshot/digits --store $(DEMO_STORE) --aggregate
 	$(BIN)/protobench leaderboard export --store $(DEMO_STORE) --out $(DEMO_DIR)/leaderboards
+	$(BIN)/protobench leaderboard site --store $(DEMO_STORE) --out $(DEMO_DIR)/site
 	$(BIN)/protobench compare fewshot/digits ncm protonet --store $(DEMO_STORE)
 	$(BIN)/protobench compare continual/digits prd finetune --store $(DEMO_STORE)
 
-# regenerates leaderboards/ (results.sqlite, *.md, *.csv) on purpose, into a fresh store,
+# regenerates leaderboards/ (results.sqlite, *.md, *.csv, site/) on purpose, into a fresh store,
 # from the committed grids listed in benchmarks/boards.py (about 1.5 h on 2 CPU cores)
 boards: install
 	$(BIN)/python -m benchmarks.boards $(BOARDS_ARGS)

@@ -5,11 +5,10 @@ Every row of ``leaderboards/`` is a cell of one of the grids of :data:`PARTS`
 WORK/results.sqlite`` into a fresh store under ``--work`` (default ``runs/boards``,
 git-ignored). When every part ran, that store and its Markdown/CSV exports replace
 ``leaderboards/results.sqlite`` and ``leaderboards/*.md|csv``, and the static site of the
-installed store is rebuilt in ``leaderboards/site/`` (``protobench leaderboard site``); a run of some parts
-(``--parts``) leaves them and their site in ``--work/leaderboards`` (``--install`` installs
-them anyway).
-Anyone can regenerate one board by hand with the same ``protobench sweep`` line (``--dry-run``
-prints them).
+installed store is rebuilt in ``leaderboards/site/`` (``protobench leaderboard site``); a
+run of some parts (``--parts``) leaves them and their site in ``--work/leaderboards``
+(``--install`` installs them anyway). Anyone can regenerate one board by hand with the same
+``protobench sweep`` line (``--dry-run`` prints them).
 
 The parts: the Omniglot ProtoNets (``boards-omniglot-train``: the held-out model and
 Lake's small1/small2 models, saved under ``{runs}/boards/checkpoints/`` with names that say
@@ -17,9 +16,9 @@ what they are), the grid that evaluates them (``boards-omniglot-eval``: 20-way, 
 small1 features, the geodesic metrics with the settings ``benchmarks.geodesic`` chose on
 meta-train episodes), continual Omniglot (the test half of the characters), then the
 digits demo's few-shot grid and the continual and OOD digits grids. The fp32 twins of the
-models and the ProtoNets trained with each metric stay in the benchmarks' own result files. Omniglot is read from
-``--data`` (``$PROTOBENCH_DATA``; default ``../shared/data``). The log of a run (each
-command and its wall time) is recorded as ``--work/boards{,_quick}.{json,md}``; a
+models and the ProtoNets trained with each metric stay in the benchmarks' own result
+files. Omniglot is read from ``--data`` (``$PROTOBENCH_DATA``; default
+``../shared/data``). The log of a run (each command and its wall time) is recorded as ``--work/boards{,_quick}.{json,md}``; a
 ``--quick`` run (20 test episodes, 2 training episodes, 1 epoch) keeps its models under
 ``--work/runs``.
 

@@ -5,8 +5,9 @@ line of the same job.
 continual | ood`` flags that build the same job configuration, with the method's resolved
 parameters (``--config defaults`` and one ``--param`` for each that differs from the
 method's own default, as ``protobench rerun`` does, so a later change of a preset does not
-change what the line runs). Job fields at their default are left out; run folders, stores, checkpoints to save and progress options are never
-part of the line. Values that YAML would read differently are written as JSON.
+change what the line runs). Job fields at their default are left out; run folders, stores,
+checkpoints to save and progress options are never part of the line. Values that YAML
+would read differently are written as JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from protobench.tasks.record import ResultRecord
 
 # config field -> flag; a dict field is one `--flag key=value` per entry
 FLAGS = {  # in the order the line lists them
-    "id": "--id", "ood": "--ood", "dataset": "--dataset", "method": "--method", "ways": "--ways", "shots": "--shots",
+    "id": "--id", "ood": "--ood", "dataset": "--dataset", "method": "--method",
+    "ways": "--ways", "shots": "--shots",
     "queries": "--queries", "episodes": "--episodes", "split": "--split",
     "metric": "--metric", "train_steps": "--train-steps", "train_ways": "--train-ways",
     "train_shots": "--train-shots", "train_queries": "--train-queries",
@@ -38,7 +40,8 @@ FLAGS = {  # in the order the line lists them
     "experiences": "--experiences", "base_classes": "--base-classes",
     "class_order": "--class-order", "num_classes": "--classes", "epochs": "--epochs",
     "test_fraction": "--test-fraction", "ood_score": "--ood-score",
-    "ood_score_params": "--ood-score-param", "score_params": "--score-param", "ood_roots": "--ood-root", "backbone": "--backbone",
+    "ood_score_params": "--ood-score-param", "score_params": "--score-param",
+    "ood_roots": "--ood-root", "backbone": "--backbone",
     "device": "--device", "data_root": "--data-root", "dataset_options": "--dataset-option",
     "checkpoint": "--checkpoint", "method_params": "--param", "config": "--config",
 }

@@ -36,6 +36,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from protobench.errors import UserError
+from protobench.methods import build_method
+from protobench.tasks.provenance import (  # noqa: F401  (re-exported)
+    Stopwatch,
+    device_name,
+    git_revision,
+    now_utc,
+    package_versions,
+)
+
 CURVE_PREFIX = "roc:"
 
 
@@ -47,16 +57,6 @@ def curve_key(ood_set: str, seed: int, axis: str) -> str:
 def episode_samples(samples: dict[str, list[float]]) -> dict[str, list[float]]:
     """The per-unit values of ``samples`` (paired comparisons), without ROC curves."""
     return {k: v for k, v in samples.items() if not k.startswith(CURVE_PREFIX)}
-
-from protobench.errors import UserError
-from protobench.methods import build_method
-from protobench.tasks.provenance import (  # noqa: F401  (re-exported)
-    Stopwatch,
-    device_name,
-    git_revision,
-    now_utc,
-    package_versions,
-)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def load_boards():
 @needs_make_and_git
 def test_make_demo_writes_only_ignored_paths():
     commands = [c for c in make_n("demo") if c and c[0].endswith("protobench")]
-    assert len(commands) == 6  # two grids, show, export, two paired comparisons
+    assert len(commands) == 7  # two grids, show, export, site, two paired comparisons
     paths = [p for c in commands for p in written_paths(c)]
     assert len(paths) >= 5 and all(c.count("--store") == 1 for c in commands)
     for path in paths:

@@ -31,8 +31,8 @@ CHROMEDRIVER = shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """digits 8x8: ncm and ncm without normalisation over seeds 0,1 (paired: same
-    episodes), ncm without centring over seeds 2,3 (other episodes: marked); finetune and joint over seeds 0,1 (3
-    experiences); ce with two OOD scores over seeds 0,1."""
+    episodes), ncm without centring over seeds 2,3 (other episodes: marked); finetune and
+    joint over seeds 0,1 (3 experiences); ce with two OOD scores over seeds 0,1."""
     root = tmp_path_factory.mktemp("site")
     path = str(root / "r.sqlite")
     before = torch.get_num_threads()
@@ -90,7 +90,7 @@ def test_every_record_appears_once_and_every_figure_is_an_svg(store, site):
     ids = sorted(r.id for r in store.records())
     seen = []
     pages = {p.name: parse(p) for p in site.pages}
-    for name, page in pages.items():
+    for page in pages.values():
         for row in page.rows:
             seen += [int(i) for i in row["data-rows"].split(",")]
         for src in page.images:
