@@ -18,9 +18,9 @@ meta-train episodes), continual Omniglot (the test half of the characters), then
 digits demo's few-shot grid and the continual and OOD digits grids. The fp32 twins of the
 models and the ProtoNets trained with each metric stay in the benchmarks' own result
 files. Omniglot is read from ``--data`` (``$PROTOBENCH_DATA``; default
-``../shared/data``). The log of a run (each command and its wall time) is recorded as ``--work/boards{,_quick}.{json,md}``; a
-``--quick`` run (20 test episodes, 2 training episodes, 1 epoch) keeps its models under
-``--work/runs``.
+``../shared/data``). The log of a run (each command and its wall time) is recorded as
+``--work/boards{,_quick}.{json,md}``; a ``--quick`` run (20 test episodes, 2 training
+episodes, 1 epoch) keeps its models under ``--work/runs``.
 
     python -m benchmarks.boards --dry-run          # the commands and their cost, nothing run
     python -m benchmarks.boards --parts continual-digits   # one part, into runs/boards only
