@@ -200,7 +200,8 @@ def continual_record(cfg: ContinualConfig, stream: ClassIncrementalStream,
         primary_metric=PRIMARY_METRIC, method_name=cfg.method,
         method_params=params if params is not None else method.get_params(),
         data={"dataset": cfg.dataset, "dataset_options": cfg.dataset_options,
-              "stream": stream_info})
+              "stream": stream_info, "checksum": {"train": stream.train.checksum,
+                                                  "test": stream.test.checksum}})
 
 
 register_task(ContinualTask())

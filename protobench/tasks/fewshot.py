@@ -237,7 +237,7 @@ class FewShotTask(Task):
             samples={episodes.hash: result.accuracies.double().cpu().tolist()},
             seed=cfg.seed, manifest_hash=episodes.hash, wall_time_s=seconds,
             method_name=cfg.method, method_params=params,
-            data={"dataset": cfg.dataset, "split": data.split,
+            data={"dataset": cfg.dataset, "split": data.split, "checksum": data.test.checksum,
                   "dataset_options": cfg.dataset_options, "train_dataset": cfg.train_dataset,
                   "train_options": cfg.train_options, "manifest_hash": episodes.hash,
                   "episode_seed": episodes.seed})

@@ -208,7 +208,9 @@ class OODTask(Task):
             metrics=metrics, seed=seed, manifest_hash=manifest, wall_time_s=seconds,
             primary_metric="auroc", method_name=cfg.method, method_params=params,
             data={"id": data.id_text, "ood": data.counts, "dataset_options": cfg.dataset_options,
-                  "test_fraction": cfg.test_fraction},
+                  "test_fraction": cfg.test_fraction,
+                  "checksum": {"id_train": data.train.checksum, "id_test": data.test.checksum,
+                               **{name: d.checksum for name, d in data.ood.items()}}},
             samples={curve_key(name, seed, axis): values
                      for name, (fpr, tpr) in ev.curves[score].items()
                      for axis, values in (("fpr", fpr), ("tpr", tpr))})

@@ -277,3 +277,34 @@ def test_values_read_back_as_written(value):
 
     text = _value(value)
     assert (yaml.safe_load(text) if text else "") == value
+
+
+def test_detail_records_carry_provenance_and_checksums(store, site):
+    import json
+
+    from protobench.datasets import load_dataset
+
+    page = (site.out / "boards" / "fewshot-digits.html").read_text()
+    blob = re.search(r'<script id="records" type="application/json">(.*?)</script>', page,
+                     flags=re.S).group(1)
+    records = json.loads(blob)
+    assert sorted(map(int, records)) == sorted(r.id for r in store.records("fewshot/digits"))
+    test = load_dataset("digits", "test", image_size=8)
+    for rid, d in records.items():
+        r = store.get(int(rid))
+        assert d["data"]["checksum"] == test.checksum  # the evaluated split's content hash
+        assert d["hashes"] == [p["manifest_hash"] for p in r.per_seed]
+        assert d["seeds"] == [0, 1] or d["seeds"] == [2, 3]
+        assert d["method_params"] == r.method_params and d["preset"] == r.config["preset"]
+        assert d["versions"]["protobench"] and d["git_revision"] == r.git_revision
+        assert d["device"] == r.device and d["wall_time_s"] == r.wall_time_s
+        assert d["rerun"] == f"protobench rerun {rid} --store leaderboards/results.sqlite"
+        assert d["cli"].startswith("protobench fewshot --dataset digits --method ncm")
+    cont = (site.out / "boards" / "continual-digits.html").read_text()
+    blob = re.search(r'<script id="records" type="application/json">(.*?)</script>', cont,
+                     flags=re.S).group(1)
+    for rid, d in json.loads(blob).items():
+        r = store.get(int(rid))
+        fits = r.config["fit"]["per_seed"]
+        assert [m["rows"] for m in d["matrices"]] == [f["accuracy_matrix"] for f in fits]
+        assert set(d["data"]["checksum"]) == {"train", "test"}
