@@ -10,6 +10,7 @@ from protobench.methods import (  # noqa: F401  (registers)
     prd,
     proto_clip,
     protonet,
+    transductive,
 )
 from protobench.methods.base import (
     build_method,
