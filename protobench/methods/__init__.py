@@ -2,6 +2,7 @@
 
 from protobench.methods import (  # noqa: F401  (registers)
     ce,
+    fecam,
     finetune,
     joint,
     napa_vq,
