@@ -5,6 +5,7 @@ from protobench.methods import (  # noqa: F401  (registers)
     fecam,
     finetune,
     joint,
+    lwf,
     napa_vq,
     ncm,
     palm,

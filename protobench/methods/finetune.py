@@ -82,12 +82,20 @@ class Finetune(ContinualMethod):
         """The samples experience ``info`` trains on: the current ones only."""
         return x, y
 
+    def _begin_experience(self, info: ExperienceInfo, device: torch.device) -> None:
+        """Called before experience ``info`` trains (subclasses keep a teacher here)."""
+
+    def _extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        """A loss added to the cross-entropy of a batch (None: nothing; LwF distils)."""
+        return None
+
     def train_experience(self, x: Inputs, y: torch.Tensor, info: ExperienceInfo,
                          device: torch.device, progress: bool = True) -> dict[str, Any]:
         x, y = self._training_data(x, y, info)
         if isinstance(x, torch.Tensor):  # in-memory data moves to the device once
             x, y = x.to(device), y.to(device)
         encoder = self._build(input_shape(x))
+        self._begin_experience(info, device)
         self.head = grow_linear(self.head, encoder.out_dim, info.num_seen)
         encoder.to(device).train()
         head = self.head.to(device).train()
@@ -108,6 +116,9 @@ class Finetune(ContinualMethod):
                     if len(yb) > 1:  # BatchNorm needs two samples
                         logits = head(encoder(xb)) / self.temperature
                         loss = F.cross_entropy(logits, yb)
+                        extra = self._extra_loss(xb, logits)
+                        if extra is not None:
+                            loss = loss + extra
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
