@@ -2,6 +2,7 @@
 
 from protobench.methods import (  # noqa: F401  (registers)
     ce,
+    cider,
     fecam,
     finetune,
     joint,
