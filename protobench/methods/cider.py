@@ -46,9 +46,14 @@ from torch import nn
 
 from protobench.backbones import build_backbone, default_backbone
 from protobench.datasets.base import LabeledData
-from protobench.errors import UserError, check_input_shape
+from protobench.errors import UserError
 from protobench.methods.base import register_method
-from protobench.methods.palm import input_statistics, projection_head
+from protobench.methods.palm import (
+    encoder_features,
+    input_statistics,
+    normalise_inputs,
+    projection_head,
+)
 from protobench.methods.palm_augment import paper_view, shift_noise_view
 from protobench.methods.protocols import OODMethod
 from protobench.progress import training_bar
@@ -187,9 +192,7 @@ class CIDER(OODMethod):
         self.config_ = cfg
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2) if x.dim() == 4 else (1,) * x.dim()
-        return (x - self.input_mean.to(x.device).view(shape)) / self.input_std.to(
-            x.device).view(shape)
+        return normalise_inputs(x, self.input_mean, self.input_std)
 
     def _view(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         aug = self.config_["augment"]
@@ -276,13 +279,8 @@ class CIDER(OODMethod):
     def features(self, x: torch.Tensor, device: torch.device,
                  batch_size: int = 512) -> torch.Tensor:
         """Penultimate features ``h = f(x)`` ``[B, D]`` (before the head), CPU float32."""
-        if self.encoder is None:
-            raise UserError("cider: no trained model; run fit or load a checkpoint first")
-        check_input_shape("cider", self.config_["in_shape"], x.shape[1:])
-        encoder = self.encoder.to(device).eval()
-        out = [encoder(self._normalise(x[lo:lo + batch_size].to(device))).float().cpu()
-               for lo in range(0, len(x), batch_size)]
-        return torch.cat(out) if out else torch.empty(0, encoder.out_dim)
+        return encoder_features("cider", self.encoder, self.config_, self._normalise, x,
+                                device, batch_size)
 
     def state_dict(self) -> dict[str, Any]:
         if self.encoder is None or self.head is None:

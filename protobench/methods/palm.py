@@ -189,9 +189,7 @@ class PALM(OODMethod):
         self.config_ = cfg
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2) if x.dim() == 4 else (1,) * x.dim()
-        mean = self.input_mean.to(x.device).view(shape)
-        return (x - mean) / self.input_std.to(x.device).view(shape)
+        return normalise_inputs(x, self.input_mean, self.input_std)
 
     def _views(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         aug = self.config_["augment"]
@@ -279,13 +277,8 @@ class PALM(OODMethod):
     def features(self, x: torch.Tensor, device: torch.device,
                  batch_size: int = 512) -> torch.Tensor:
         """Penultimate features ``h = f(x)`` ``[B, D]`` (before the projector), CPU float32."""
-        if self.encoder is None:
-            raise UserError("palm: no trained model; run fit or load a checkpoint first")
-        check_input_shape("palm", self.config_["in_shape"], x.shape[1:])
-        encoder = self.encoder.to(device).eval()
-        out = [encoder(self._normalise(x[lo:lo + batch_size].to(device))).float().cpu()
-               for lo in range(0, len(x), batch_size)]
-        return torch.cat(out) if out else torch.empty(0, encoder.out_dim)
+        return encoder_features("palm", self.encoder, self.config_, self._normalise, x,
+                                device, batch_size)
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -325,6 +318,26 @@ class PALM(OODMethod):
         self._build(dict(state["config"]))
         self._load_weights(state)
         self.input_mean, self.input_std = state["input_mean"].clone(), state["input_std"].clone()
+
+
+def normalise_inputs(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` per channel of images ``[B, C, H, W]`` (one scalar otherwise)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2) if x.dim() == 4 else (1,) * x.dim()
+    return (x - mean.to(x.device).view(shape)) / std.to(x.device).view(shape)
+
+
+@torch.no_grad()
+def encoder_features(name: str, encoder: nn.Module | None, config: dict[str, Any],
+                     normalise: Any, x: torch.Tensor, device: torch.device,
+                     batch_size: int = 512) -> torch.Tensor:
+    """``encoder(normalise(x))`` ``[B, D]`` in eval mode, batch by batch, CPU float32."""
+    if encoder is None:
+        raise UserError(f"{name}: no trained model; run fit or load a checkpoint first")
+    check_input_shape(name, config["in_shape"], x.shape[1:])
+    encoder = encoder.to(device).eval()
+    out = [encoder(normalise(x[lo:lo + batch_size].to(device))).float().cpu()
+           for lo in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, encoder.out_dim)
 
 
 @torch.no_grad()
