@@ -166,3 +166,13 @@ def test_boards_quick_builds_a_fresh_store_and_installs_only_elsewhere(tmp_path)
                               "--dry-run"], cwd=tmp_path, env=env, capture_output=True,
                              text=True, timeout=120)
     assert refused.returncode == 2 and "never replace the committed ones" in refused.stderr
+    # --resume keeps the store and reruns nothing that is done; a row no grid names is
+    # refused before anything is installed
+    before = (out / "results.sqlite").read_bytes()
+    ResultStore(work / "results.sqlite").add(stale)
+    resumed = subprocess.run([*script, "--resume", "--out", str(out), "--install"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode != 0 and "nothing installed" in resumed.stderr
+    assert "is not a cell of these grids" in resumed.stderr
+    assert "12 skipped" in resumed.stdout  # every cell was done: none ran again
+    assert (out / "results.sqlite").read_bytes() == before
