@@ -36,10 +36,12 @@ demo: install
 boards: install
 	$(BIN)/python -m benchmarks.boards $(BOARDS_ARGS)
 
-# the import contracts (layers, no cycles; pyproject.toml [tool.importlinter]) come first
+# the import contracts (layers, no cycles; pyproject.toml [tool.importlinter]) come first;
+# the tests run on two workers (pytest-xdist), each test file on one of them
+PYTEST_WORKERS ?= 2
 test: install
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check protobench tests benchmarks
