@@ -63,8 +63,10 @@ class Step:
 
 
 PARTS = (  # the long Omniglot training first: an interrupted run is then mostly resumable
-    Step("omniglot-train", "boards-omniglot-train.yaml", 2900, FEWSHOT_QUICK),
+    Step("omniglot-train", "boards-omniglot-train.yaml", 1200, FEWSHOT_QUICK),
     Step("omniglot-eval", "boards-omniglot-eval.yaml", 150, ("episodes=20",)),
+    Step("omniglot-lake", "boards-omniglot-lake.yaml", 1700, FEWSHOT_QUICK),
+    Step("omniglot-lake-eval", "boards-omniglot-lake-eval.yaml", 20, ("episodes=20",)),
     Step("continual-omniglot", "boards-continual-omniglot.yaml", 1800, EPOCHS_QUICK),
     Step("digits-fewshot", "digits-demo-fewshot.yaml", 120, FEWSHOT_QUICK),
     Step("continual-digits", "boards-continual-digits.yaml", 90, EPOCHS_QUICK),
@@ -92,6 +94,21 @@ def _protobench() -> list[str]:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _continue(step: Step, store: Path, resume: bool) -> list[str]:
+    """A fresh run clears the grid's run folders (a killed earlier run's continual
+    checkpoints must not block or leak into it); ``--resume`` continues the grid's cells
+    from theirs and retries failed cells, once the store knows the grid."""
+    from protobench.sweep import load_grid
+    from protobench.tasks.base import runs_root
+    from protobench.tasks.store import ResultStore
+
+    name = load_grid(ROOT / step.argv[2]).name
+    if not resume:
+        shutil.rmtree(runs_root() / "sweep" / name, ignore_errors=True)
+        return []
+    return ["--resume", "--retry-failed"] if ResultStore(store).cells(name) else []
 
 
 def check_store(store: Path, steps: list[Step]) -> None:
@@ -196,7 +213,9 @@ def run(args: argparse.Namespace, quick: bool) -> dict[str, Any] | None:
         print(f"[{i}/{len(steps)}] {s.part} (~{_minutes(s.seconds)}): {s.shell}", flush=True)
         t = time.perf_counter()
         grid = str(ROOT / s.argv[2])  # the grid files live in this checkout, wherever the cwd
-        rc = subprocess.run([*exe, s.argv[1], grid, *s.argv[3:]], env=env).returncode
+        rc = subprocess.run([*exe, s.argv[1], grid, *s.argv[3:], *_continue(s, store,
+                                                                      args.resume)],
+                            env=env).returncode
         if rc != 0:
             print(f"boards: command {i} failed (exit {rc}); nothing installed, rows so far in "
                   f"{store}", file=sys.stderr)
