@@ -56,18 +56,28 @@ def test_export_writes_markdown_csv_and_index(tmp_path):
     assert len(csv_lines) == 3 and csv_lines[1].startswith("fewshot/digits,5w1s 15q,1,b,0.7")
 
 
-def test_reading_a_store_never_changes_the_file():
+def test_reading_a_store_never_changes_the_file(tmp_path):
     """The committed boards are read by tests, benchmarks and `protobench compare`: reads
-    open the file read-only (no new tables or columns on an older store)."""
+    open the file read-only (no new tables or columns on an older store either: a copy
+    without the sweep's `cells` and the `samples` tables reads as rows without them)."""
     import hashlib
+    import shutil
+    import sqlite3
     from pathlib import Path
 
     committed = Path(__file__).resolve().parents[2] / "leaderboards" / "results.sqlite"
-    before = hashlib.sha256(committed.read_bytes()).hexdigest()
-    store = ResultStore(committed)
-    rows = store.records()
-    assert rows and store.boards() and store.cells() == {}
-    assert store.get(rows[0].id).id == rows[0].id
-    store.records(rows[0].board, samples=True)
-    store.samples([r.id for r in rows])
-    assert hashlib.sha256(committed.read_bytes()).hexdigest() == before
+    older = tmp_path / "older.sqlite"
+    shutil.copyfile(committed, older)
+    with sqlite3.connect(older) as conn:
+        conn.execute("DROP TABLE cells")
+        conn.execute("DROP TABLE samples")
+    for path, has_cells in ((committed, True), (older, False)):
+        before = hashlib.sha256(path.read_bytes()).hexdigest()
+        store = ResultStore(path)
+        rows = store.records()
+        assert rows and store.boards() and bool(store.cells()) == has_cells
+        assert store.get(rows[0].id).id == rows[0].id
+        store.records(rows[0].board, samples=True)
+        found = store.samples([r.id for r in rows])
+        assert bool(found) == has_cells
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before
