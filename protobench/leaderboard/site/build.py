@@ -169,8 +169,14 @@ class _Builder:
         self.figures = 0
 
     def figure(self, page: BoardPage, name: str, title: str, draw: Any, *args: Any) -> None:
+        """Draw one figure; ``title`` is its caption, and a last string argument, when
+        given, the shorter title drawn in the chart."""
         rel = f"figures/{page.slug}/{name}.svg"
-        draw(self.out / rel, title, *args)
+        if args and isinstance(args[-1], str):
+            args, drawn = args[:-1], args[-1]
+        else:
+            drawn = title
+        draw(self.out / rel, drawn, *args)
         page.figures.append({"src": f"../{rel}", "title": title})
         self.figures += 1
 
@@ -266,7 +272,8 @@ class _Builder:
             if lines:
                 self.figure(page, f"experiences-{slug(setting)}",
                             f"{page.board} {setting}: accuracy after each experience",
-                            plots.experience_curve, lines)
+                            plots.experience_curve, lines, f"{page.board}: accuracy after "
+                            "each experience")
         # the chosen run: `matrix_row` when it is on this board, else the best first row
         order = ([self.matrix_row] if self.matrix_row in by_id else []) + [
             j for g in groups for j in g.row_ids if j in by_id]
@@ -307,7 +314,7 @@ class _Builder:
             for name, lines in sorted(sets.items()):
                 self.figure(page, f"roc-{slug(setting)}-{slug(name)}",
                             f"{setting}: OOD set {name} (ROC, first seed; AUROC %)",
-                            plots.roc_curves, lines)
+                            plots.roc_curves, lines, f"OOD set {name} (AUROC %)")
 
     def comparisons(self, page: BoardPage, groups: list[SeedGroup],
                     by_id: dict[int, ResultRecord], markers: dict[int, str]) -> None:
@@ -344,7 +351,8 @@ class _Builder:
             self.figure(page, f"diff-{slug(setting)}",
                         f"{setting}: {na} - {nb}, paired on {c.n} {c.unit}",
                         plots.differences,
-                        [100 * (x - y) for x, y in zip(c.a_values, c.b_values)], c.unit)
+                        [100 * (x - y) for x, y in zip(c.a_values, c.b_values)], c.unit,
+                        f"A - B: {a.method} - {b.method}")
             entry["figure"] = page.figures.pop(before)  # shown with its comparison
             page.comparisons.append(entry)
 
