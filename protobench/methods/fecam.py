@@ -86,8 +86,11 @@ def mahalanobis(x: torch.Tensor, means: torch.Tensor, pinvs: torch.Tensor, beta:
     x1 = x.double() / (x.double().norm(dim=1, keepdim=True) + 1e-8)
     q = F.normalize(tukey(x1, beta), dim=1)
     m = F.normalize(tukey(means.double(), beta), dim=1)
-    u = q[:, None, :] - m[None, :, :]  # [n, C, D]
-    return torch.einsum("ncd,cde,nce->nc", u, pinvs, u)
+    out = []
+    for lo in range(0, len(q), 256):  # [chunk, C, D] at a time, not [n, C, D]
+        u = q[lo:lo + 256, None, :] - m[None, :, :]
+        out.append(torch.einsum("ncd,cde,nce->nc", u, pinvs, u))
+    return torch.cat(out) if out else q.new_empty(0, len(m))
 
 
 class CosineLinear(nn.Module):
