@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/protobench compare continual/digits prd finetune --store $(DEMO_STORE)
 
 # regenerates leaderboards/ (results.sqlite, *.md, *.csv, site/) on purpose, into a fresh store,
-# from the committed grids listed in benchmarks/boards.py (about 1.5 h on 2 CPU cores)
+# from the committed grids listed in benchmarks/boards.py (about 3 h on 2 CPU cores)
 boards: install
 	$(BIN)/python -m benchmarks.boards $(BOARDS_ARGS)
 

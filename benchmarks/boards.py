@@ -14,8 +14,10 @@ The parts: the Omniglot ProtoNets (``boards-omniglot-train``: the held-out model
 Lake's small1/small2 models, saved under ``{runs}/boards/checkpoints/`` with names that say
 what they are), the grid that evaluates them (``boards-omniglot-eval``: 20-way, NCM on the
 small1 features, the geodesic metrics with the settings ``benchmarks.geodesic`` chose on
-meta-train episodes), continual Omniglot (the test half of the characters), then the
-digits demo's few-shot grid and the continual and OOD digits grids. The fp32 twins of the
+meta-train episodes), NCM and the transductive BD-CSPN and soft k-means on the held-out
+model's features (``boards-omniglot-transductive``), continual Omniglot (the test half
+of the characters), then the digits demo's few-shot grid and the continual and OOD
+digits grids. The fp32 twins of the
 models and the ProtoNets trained with each metric stay in the benchmarks' own result
 files. Omniglot is read from ``--data`` (``$PROTOBENCH_DATA``; default
 ``../shared/data``). The log of a run (each command and its wall time) is recorded as
@@ -24,7 +26,7 @@ episodes, 1 epoch) keeps its models under ``--work/runs``.
 
     python -m benchmarks.boards --dry-run          # the commands and their cost, nothing run
     python -m benchmarks.boards --parts continual-digits   # one part, into runs/boards only
-    make boards                                    # everything: about 1 h on 2 CPU cores
+    make boards                                    # everything: about 3 h on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -65,12 +67,13 @@ class Step:
 PARTS = (  # the long Omniglot training first: an interrupted run is then mostly resumable
     Step("omniglot-train", "boards-omniglot-train.yaml", 1200, FEWSHOT_QUICK),
     Step("omniglot-eval", "boards-omniglot-eval.yaml", 150, ("episodes=20",)),
+    Step("omniglot-transductive", "boards-omniglot-transductive.yaml", 240, ("episodes=20",)),
     Step("omniglot-lake", "boards-omniglot-lake.yaml", 1700, FEWSHOT_QUICK),
     Step("omniglot-lake-eval", "boards-omniglot-lake-eval.yaml", 20, ("episodes=20",)),
-    Step("continual-omniglot", "boards-continual-omniglot.yaml", 1800, EPOCHS_QUICK),
+    Step("continual-omniglot", "boards-continual-omniglot.yaml", 5400, EPOCHS_QUICK),
     Step("digits-fewshot", "digits-demo-fewshot.yaml", 120, FEWSHOT_QUICK),
-    Step("continual-digits", "boards-continual-digits.yaml", 90, EPOCHS_QUICK),
-    Step("ood-digits", "boards-ood-digits.yaml", 90, EPOCHS_QUICK),
+    Step("continual-digits", "boards-continual-digits.yaml", 900, EPOCHS_QUICK),
+    Step("ood-digits", "boards-ood-digits.yaml", 300, EPOCHS_QUICK),
 )
 PART_NAMES = tuple(s.part for s in PARTS)
 
@@ -99,31 +102,46 @@ def _minutes(seconds: float) -> str:
 def _continue(step: Step, store: Path, resume: bool) -> list[str]:
     """A fresh run clears the grid's run folders (a killed earlier run's continual
     checkpoints must not block or leak into it); ``--resume`` continues the grid's cells
-    from theirs and retries failed cells, once the store knows the grid."""
+    from theirs and retries failed cells, once the store knows the grid, after dropping
+    the cells (and rows) the grid no longer has: a grid that gained methods or whose
+    presets changed reruns just what changed."""
     from protobench.sweep import load_grid
     from protobench.tasks.base import runs_root
     from protobench.tasks.store import ResultStore
 
-    name = load_grid(ROOT / step.argv[2]).name
     if not resume:
+        name = load_grid(ROOT / step.argv[2]).name
         shutil.rmtree(runs_root() / "sweep" / name, ignore_errors=True)
         return []
-    return ["--resume", "--retry-failed"] if ResultStore(store).cells(name) else []
+    rs, grid = ResultStore(store), _grid(step)
+    have = rs.cells(grid.name)
+    stale = sorted(set(have) - {c.key for c in grid.cells})
+    if stale:
+        rows = rs.drop_cells(stale)
+        print(f"{grid.name}: dropped {len(stale)} stale cell(s) and their {rows} row(s)",
+              flush=True)
+    return ["--resume", "--retry-failed"] if rs.cells(grid.name) else []
+
+
+def _grid(step: Step) -> Any:
+    """The validated grid a step runs, with the step's ``--set`` overrides."""
+    from protobench.cli import parse_options
+    from protobench.sweep import load_grid, validate
+
+    sets = [step.argv[i + 1] for i, a in enumerate(step.argv) if a == "--set"]
+    return validate(load_grid(ROOT / step.argv[2], overrides=parse_options(sets, "--set")))
 
 
 def check_store(store: Path, steps: list[Step]) -> None:
     """Every row of ``store`` belongs to a done cell of the grids just run, under the key
     those grids give it now, and each of their cells is done: nothing stale, nothing
-    missing (a ``--resume`` after a grid changed fails here; run without it)."""
-    from protobench.cli import parse_options
-    from protobench.sweep import load_grid, validate
+    missing."""
     from protobench.tasks.store import ResultStore
 
     rs = ResultStore(store)
     expected: dict[str, set[str]] = {}
     for s in steps:
-        sets = [s.argv[i + 1] for i, a in enumerate(s.argv) if a == "--set"]
-        grid = validate(load_grid(ROOT / s.argv[2], overrides=parse_options(sets, "--set")))
+        grid = _grid(s)
         expected[grid.name] = {c.key for c in grid.cells}
     problems = []
     for name, keys in expected.items():

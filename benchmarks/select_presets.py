@@ -12,7 +12,8 @@ Validation data, per target:
   digits`` trains on (its 20% test samples per class are set aside first, exactly as the
   job does: :func:`holdout_split` with seed 0), split again 80/20 (seed 1) into
   validation-train and validation-test; 5 experiences of 2 classes, class orders 0 and 1,
-  images at 8x8 or the job's default 28x28 (a candidate axis). Rule: among candidates that
+  images at 8x8 for every method (one input size, so the board's rows share their
+  streams and pair in ``protobench compare``). Rule: among candidates that
   learn every experience (validation ``A[i, i] >= 0.5`` for every ``i`` on both streams)
   within the time budget (90 s a run, a margin under the 2-minute target on 2 cores), the
   highest mean average incremental accuracy.
@@ -71,16 +72,27 @@ def grid(**axes: list[Any]) -> list[dict[str, Any]]:
 
 # --- targets: candidates per method -------------------------------------------------------
 
-CONTINUAL_DIGITS = {  # image_size is a loader option (-o); conv4 needs >= 16x16
-    "finetune": [*grid(backbone=["mlp"], epochs=[10, 30], image_size=[8, 28]),
-                 {"backbone": "conv4", "epochs": 10, "image_size": 28}],
-    "joint": grid(backbone=["mlp"], epochs=[10, 30], image_size=[8, 28]),
+CONTINUAL_DIGITS = {  # image_size is a loader option (-o)
+    # one input size, 8x8 (the data's own), for every method: the board's rows are then
+    # paired on identical streams (a stream's identity includes its data), so
+    # `protobench compare` can pair any two methods seed by seed
+    "finetune": grid(backbone=["mlp"], epochs=[10, 30], image_size=[8]),
+    "joint": grid(backbone=["mlp"], epochs=[10, 30], image_size=[8]),
     # the card's batch 64 and loss weights 10/10 are set for CIFAR's hundreds of steps per
     # epoch; here an experience is ~230 images (4 steps of 64)
-    "napa-vq": grid(backbone=["mlp"], epochs=[30], image_size=[8, 28], batch_size=[16, 64],
+    "napa-vq": grid(backbone=["mlp"], epochs=[30], image_size=[8], batch_size=[16, 64],
                     kd_weight=[0.1, 1.0, 10.0], protoaug_weight=[1.0, 10.0],
                     temperature=[0.1, 0.5], lr_incremental=[1e-3]),
-    "prd": grid(backbone=["mlp"], epochs=[10, 30], batch_size=[32, 128], image_size=[8, 28]),
+    "prd": grid(backbone=["mlp"], epochs=[10, 30], batch_size=[32, 128], image_size=[8]),
+    "lwf": [*grid(backbone=["mlp"], epochs=[10, 30], image_size=[8], lambda_old=[1.0, 3.0],
+                  temperature=[0.1, 1.0]),
+            *grid(backbone=["mlp"], epochs=[60, 100], image_size=[8], lambda_old=[0.3, 1.0],
+                  temperature=[0.1])],
+    # EFC's first experience trains a 4x larger batch (rotations); card: Adam 1e-3 / 1e-4
+    "efc": grid(backbone=["mlp"], epochs=[10, 30, 60], image_size=[8], batch_size=[16, 64],
+                lr_incremental=[1e-4, 1e-3]),
+    # FeCAM trains the first experience only: its encoder must generalise from 2 digits
+    "fecam": grid(backbone=["mlp"], epochs=[10, 30, 100], image_size=[8], lr=[0.1, 0.01]),
 }
 VALIDATION_SEEDS = (0, 1)  # class orders of the validation streams (continual targets)
 LOADER_OPTIONS = ("image_size",)  # candidate keys that are dataset options, not parameters
@@ -89,10 +101,14 @@ CONTINUAL_OMNIGLOT = {
     "prd": grid(epochs=[10, 20], batch_size=[16, 32, 128]),
     "napa-vq": grid(epochs=[10, 20], batch_size=[16, 64]),
     "joint": grid(epochs=[10, 20], batch_size=[16, 64]),
+    "lwf": grid(epochs=[10, 20], batch_size=[16, 64], temperature=[0.1, 1.0]),
+    "efc": grid(epochs=[10, 20], batch_size=[16, 64], lr_incremental=[1e-4, 1e-3]),
+    "fecam": grid(epochs=[20, 50], lr=[0.1, 0.01]),
 }
 OOD_DIGITS = {
     "ce": grid(backbone=["mlp"], epochs=[20, 50, 100], image_size=[8, 28]),
     "palm": grid(backbone=["mlp"], epochs=[20, 50, 100], image_size=[8, 28]),
+    "cider": grid(backbone=["mlp"], epochs=[20, 50, 100], image_size=[8, 28]),
 }
 FEWSHOT_DIGITS = {
     "protonet": grid(train_steps=[100, 300, 1000]),
@@ -271,7 +287,7 @@ def write_presets(name: str, out: dict[str, Any]) -> list[Path]:
     for method, params in out["chosen"].items():
         path = preset_file(method)
         blob = yaml.safe_load(path.read_text()) if path.is_file() else None
-        blob = blob or {"method": method, "version": 0, "presets": {}}
+        blob = blob or {"method": method, "version": 1, "presets": {}}
         entry: dict[str, Any] = {
             "task": target["task"], "chosen_on": f"{target['chosen_on']}; by {SCRIPT} {name} "
             f"(candidates in benchmarks/results/presets_{name}.md)",
@@ -279,9 +295,11 @@ def write_presets(name: str, out: dict[str, Any]) -> list[Path]:
         options = {k: v for k, v in params.items() if k in LOADER_OPTIONS}
         if options:
             entry["dataset_options"] = options
-        if blob["presets"].get(target["dataset"]) != entry:
-            blob["presets"][target["dataset"]] = entry
-            blob["version"] = int(blob.get("version", 0)) + 1
+        before = dict(blob["presets"].get(target["dataset"]) or {})
+        version = int(before.pop("version", blob.get("version", 0)))
+        if before != entry:  # only the changed preset's version moves (its label)
+            blob["presets"][target["dataset"]] = {"version": version + 1, **entry}
+            blob.setdefault("version", 1)  # the other entries' default: never moved
         path.write_text(f"# Presets of {method}: see protobench/methods/presets.py. The "
                         "entries named after a bundled dataset\n# are written by "
                         f"{SCRIPT}; the others are papers' settings.\n"
@@ -342,10 +360,25 @@ def run(args: argparse.Namespace, quick: bool) -> Iterator[tuple[str, dict[str, 
     return _targets(names, args, write=not (args.no_write or quick))
 
 
+def merged(out: dict[str, Any], previous: Path) -> dict[str, Any]:
+    """``out`` (a run of some methods) with the other methods' candidates and choices of
+    the earlier record ``previous``, so a target's record lists every method it chose."""
+    if not previous.is_file():
+        return out
+    old = json.loads(previous.read_text())
+    ran = {r["method"] for r in out["results"]}
+    return {**out,
+            "results": [r for r in old["results"] if r["method"] not in ran] + out["results"],
+            "chosen": {**{m: p for m, p in old["chosen"].items() if m not in ran},
+                       **out["chosen"]}}
+
+
 def _targets(names: list[str], args: argparse.Namespace,
              write: bool) -> Iterator[tuple[str, dict[str, Any]]]:
     for name in names:
         out = run_target(name, args)
+        if args.methods and not args.quick:  # a subset: keep the others' record
+            out = merged(out, args.out / f"presets_{name}.json")
         yield f"presets_{name}", out
         if write:
             for path in write_presets(name, out):

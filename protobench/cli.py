@@ -151,7 +151,7 @@ def continual(
     experiences: int = typer.Option(5, "--experiences", "-t", help="number of experiences"),
     base_classes: int | None = typer.Option(None, "--base-classes",
                                                help="classes of a larger first experience"),
-    class_order: str = typer.Option("seed", "--class-order", help="seed|pass|natural"),
+    class_order: str = typer.Option("seed", "--class-order", help="seed|pass|efc|natural"),
     num_classes: int | None = typer.Option(None, "--classes",
                                               help="use the first N classes of the order"),
     epochs: int | None = typer.Option(None, "--epochs", help="epochs per experience"),

@@ -247,7 +247,7 @@ def test_list_unknown_kind_or_no_match_exits_2() -> None:
 def test_methods_table_and_one_method() -> None:
     table = run("methods")
     assert table.exit_code == 0, table.output
-    for col in ("name", "tasks", "distances", "trains", "summary"):
+    for col in ("name", "tasks", "distances", "trains", "presets", "summary"):
         assert col in table.output
     for name in registry("methods").names():
         assert name in table.output

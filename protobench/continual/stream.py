@@ -18,6 +18,7 @@ The PASS order (Zhu et al. 2021, used by NAPA-VQ and most NECIL papers) is numpy
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -31,7 +32,7 @@ from protobench.datasets.base import LabeledData, get_dataset, load_dataset
 from protobench.errors import DataError, SpecError
 from protobench.utils import sha256_json
 
-CLASS_ORDERS = ("seed", "pass", "natural")
+CLASS_ORDERS = ("seed", "pass", "efc", "natural")
 PASS_SEED = 1993
 
 
@@ -42,6 +43,7 @@ class StreamSpec:
     experiences: number of experiences ``T`` (base experience included).
     base_classes: classes of the first experience (``None``: all experiences near-equal).
     class_order: ``seed`` (permutation seeded by ``seed``), ``pass`` (seed 1993, numpy),
+        ``efc`` (Python's ``random`` seeded by ``seed``, the EFC reference's remapping),
         ``natural`` (label order), or an explicit sequence of class ids.
     num_classes: keep only the first ``num_classes`` classes of the order (``None``: all).
     experience_sizes: explicit classes per experience (overrides ``base_classes``).
@@ -70,6 +72,10 @@ def class_order(num_classes: int, order: str | Sequence[int], seed: int = 0) -> 
         return torch.randperm(num_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     if order == "pass":
         return np.random.RandomState(PASS_SEED).permutation(num_classes).tolist()
+    if order == "efc":  # random.seed(seed); random.shuffle(l): class i gets label l[i]
+        labels = list(range(num_classes))
+        random.Random(seed).shuffle(labels)
+        return sorted(range(num_classes), key=labels.__getitem__)
     if order == "natural":
         return list(range(num_classes))
     raise SpecError(f"unknown class order {order!r}; use --class-order "

@@ -3,6 +3,7 @@
 from protobench.methods import (  # noqa: F401  (registers)
     ce,
     cider,
+    efc,
     fecam,
     finetune,
     joint,

@@ -85,6 +85,10 @@ class Finetune(ContinualMethod):
     def _begin_experience(self, info: ExperienceInfo, device: torch.device) -> None:
         """Called before experience ``info`` trains (subclasses keep a teacher here)."""
 
+    def _classification_loss(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy of a batch: over every seen class here."""
+        return F.cross_entropy(logits, yb)
+
     def _extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
         """A loss added to the cross-entropy of a batch (None: nothing; LwF distils)."""
         return None
@@ -115,7 +119,7 @@ class Finetune(ContinualMethod):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                     if len(yb) > 1:  # BatchNorm needs two samples
                         logits = head(encoder(xb)) / self.temperature
-                        loss = F.cross_entropy(logits, yb)
+                        loss = self._classification_loss(logits, yb)
                         extra = self._extra_loss(xb, logits)
                         if extra is not None:
                             loss = loss + extra

@@ -9,8 +9,14 @@ classes are pulled towards the teacher's with Li & Hoiem's modified cross-entrop
 temperature T = 2 (``distill_temperature``),
 ``L_old = -mean_i sum_c softmax(t_i / T)_c log softmax(s_i / T)_c`` over the old classes,
 weighted by ``lambda_old`` (default 1, the paper's lambda_o). The distilled logits are the
-ones the cross-entropy sees (``head(f(x)) / temperature``). Nothing of an old experience is
-kept but the teacher's weights (no sample, no per-sample feature).
+ones the cross-entropy sees (``head(f(x)) / temperature``). With ``new_classes_only``
+(default) the cross-entropy of experience t > 1 is taken over the new classes' logits only
+(targets ``y - num_old``): Li & Hoiem train the new task's head on the new data while the
+old heads are only distilled, which is how class-incremental ports (PyCIL's ``lwf``) apply
+it to one growing head; ``new_classes_only=False`` is fine-tuning's cross-entropy over
+every seen class plus the distillation (with ``lambda_old=0`` it is ``finetune``).
+Nothing of an old experience is kept but the teacher's weights (no sample, no per-sample
+feature).
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ class LwF(Finetune):
                  lr: float = 1e-3, weight_decay: float = 2e-4, lr_step: int = 45,
                  lr_gamma: float = 0.1, temperature: float = 0.1,
                  distill_temperature: float = 2.0, lambda_old: float = 1.0,
-                 seed: int = 0) -> None:
+                 new_classes_only: bool = True, seed: int = 0) -> None:
         super().__init__(backbone, epochs, batch_size, lr, weight_decay, lr_step, lr_gamma,
                          temperature, seed)
         self.distill_temperature = distill_temperature
         self.lambda_old = lambda_old
+        self.new_classes_only = new_classes_only
+        self._num_old = 0
         if float(distill_temperature) <= 0 or float(lambda_old) < 0:
             raise UserError(f"lwf needs distill_temperature > 0 and lambda_old >= 0, got "
                             f"{distill_temperature} and {lambda_old}")
@@ -58,11 +66,17 @@ class LwF(Finetune):
 
     def _begin_experience(self, info: ExperienceInfo, device: torch.device) -> None:
         self._teacher = None
+        self._num_old = info.num_old
         if info.index > 0 and self.encoder is not None and self.head is not None:
             encoder, head = copy.deepcopy(self.encoder), copy.deepcopy(self.head)
             for p in [*encoder.parameters(), *head.parameters()]:
                 p.requires_grad_(False)
             self._teacher = (encoder.to(device).eval(), head.to(device).eval())
+
+    def _classification_loss(self, logits: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        if not self.new_classes_only or not self._num_old:
+            return super()._classification_loss(logits, yb)
+        return F.cross_entropy(logits[:, self._num_old:], yb - self._num_old)
 
     def _extra_loss(self, xb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
         if self._teacher is None or not self.lambda_old:

@@ -3,9 +3,10 @@
 ``<method>.yaml`` beside the method's module (``napa-vq.yaml`` beside ``napa_vq.py``)::
 
     method: napa-vq
-    version: 2               # bumped whenever a preset's values change
+    version: 2               # the file's version: the default of every entry's version
     presets:
       digits:                # named after the dataset it is for ...
+        version: 3           # this preset's own version, bumped when its values change
         task: class-incremental
         chosen_on: >-        # ... and it says on what data it was chosen
           validation stream ... by benchmarks/select_presets.py
@@ -88,7 +89,8 @@ def list_presets(method: str) -> dict[str, Preset]:
     version = int(blob.get("version", 1))
     out = {}
     for name, entry in (blob.get("presets") or {}).items():
-        out[str(name)] = Preset(method, str(name), version, str(entry.get("task", "")),
+        out[str(name)] = Preset(method, str(name), int(entry.get("version", version)),
+                                str(entry.get("task", "")),
                                 " ".join(str(entry.get("chosen_on", "")).split()),
                                 dict(entry.get("params") or {}),
                                 dict(entry.get("dataset_options") or {}))

@@ -48,10 +48,13 @@ def _table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]]) ->
 
 
 def methods_table(pattern: str | None = None) -> Table:
-    """name, tasks, distances, trains, summary of the registered methods."""
-    return _table("methods", ("name", "tasks", "distances", "trains", "summary"),
+    """name, tasks, distances, trains, presets, summary of the registered methods."""
+    from protobench.methods.presets import list_presets
+
+    return _table("methods", ("name", "tasks", "distances", "trains", "presets", "summary"),
                   [(cls.name, _cell(sorted(cls.tasks)), _cell(cls.distances), _cell(cls.trains),
-                    cls.summary) for cls in registry("methods").list(pattern)])
+                    _cell(list(list_presets(cls.name))), cls.summary)
+                   for cls in registry("methods").list(pattern)])
 
 
 def datasets_table(pattern: str | None = None) -> Table:

@@ -6,7 +6,8 @@ that also marks the cell done (:meth:`ResultStore.add_all` with a cell), so a ki
 driver leaves every cell either fully written or absent. Re-running a grid skips its done
 cells; ``resume`` continues an interrupted grid (a continual cell killed mid-stream goes
 on from its last experience checkpoint, which gives exactly the uninterrupted run's
-matrix); failed cells are recorded with their error and retried with ``retry_failed``.
+matrix; a cell with no checkpoint, e.g. one the grid gained, starts from scratch);
+failed cells are recorded with their error and retried with ``retry_failed``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from protobench.sweep.checks import job_config
 from protobench.sweep.executors import Executor
 from protobench.sweep.grid import CellSpec, Grid
 from protobench.tasks.base import TASKS, run, runs_root
+from protobench.tasks.continual_run import CHECKPOINT
 from protobench.tasks.provenance import now_utc
 from protobench.tasks.record import ResultRecord
 from protobench.tasks.store import Cell, CellDone, ResultStore
@@ -43,9 +45,10 @@ def cell_run_dir(cell: CellSpec) -> Path:
 def run_cell(cell: CellSpec, resume: bool = False) -> CellOutcome:
     """Run one cell in this process (a worker); never writes the store."""
     task = TASKS[cell.task]
-    extra: dict[str, Any] = {"run_dir": str(cell_run_dir(cell))}
-    if cell.task == "continual":
-        extra["resume"] = resume
+    run_dir = cell_run_dir(cell)
+    extra: dict[str, Any] = {"run_dir": str(run_dir)}
+    if cell.task == "continual":  # a cell that never started (e.g. new in the grid) starts
+        extra["resume"] = resume and any(run_dir.rglob(CHECKPOINT))
     cfg = job_config(task, cell.config, **extra)
     t0 = time.perf_counter()
     job = run(task, cfg, write=False)

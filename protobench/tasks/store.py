@@ -159,6 +159,25 @@ class ResultStore:
                          "timestamp = excluded.timestamp WHERE cells.status != 'done'",
                          (cell.key, cell.grid, error, cell.seconds, cell.timestamp))
 
+    def drop_cells(self, keys: Iterable[str]) -> int:
+        """Delete sweep cells and the rows (with their samples) they wrote, in one
+        transaction; returns how many rows went. For a grid whose cells changed: its
+        stale cells go before the new ones run."""
+        keys = list(keys)
+        if not keys or not self.path.exists():
+            return 0
+        with closing(self._connect(create=True)) as conn, conn:
+            ids = [i for (row_ids,) in conn.execute(
+                f"SELECT row_ids FROM cells WHERE key IN ({', '.join('?' for _ in keys)})",
+                keys) for i in json.loads(row_ids)]
+            marks = ", ".join("?" for _ in ids)
+            if ids:
+                conn.execute(f"DELETE FROM samples WHERE row_id IN ({marks})", ids)
+                conn.execute(f"DELETE FROM results WHERE id IN ({marks})", ids)
+            conn.execute(f"DELETE FROM cells WHERE key IN ({', '.join('?' for _ in keys)})",
+                         keys)
+            return len(ids)
+
     def cells(self, grid: str | None = None) -> dict[str, dict[str, object]]:
         """Sweep cells by key: ``status`` (done | failed), ``error``, ``row_ids``."""
         if not self.path.exists():

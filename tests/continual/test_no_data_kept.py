@@ -22,7 +22,7 @@ METHODS = [m.name for m in list_methods("class-incremental")
 
 
 def test_the_new_methods_are_covered():
-    assert {"finetune", "joint", "napa-vq", "prd"} <= set(METHODS)
+    assert {"finetune", "joint", "napa-vq", "prd", "efc", "fecam", "lwf"} <= set(METHODS)
 
 
 @torch.no_grad()

@@ -81,3 +81,18 @@ def test_reading_a_store_never_changes_the_file(tmp_path):
         found = store.samples([r.id for r in rows])
         assert bool(found) == has_cells
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_drop_cells_removes_their_rows_and_samples_only(tmp_path):
+    from protobench.tasks.store import Cell
+
+    store = ResultStore(tmp_path / "r.sqlite")
+    keep = store.add_all([rec(samples={"ep": [1.0, 0.0]})], Cell("keep", "g"))
+    gone = store.add_all([rec(method="ncm", samples={"ep": [0.5]}), rec(method="x")],
+                         Cell("gone", "g"))
+    loose = store.add(rec(method="loose"))  # a row of no cell
+    assert store.drop_cells(["gone", "not-there"]) == 2
+    assert set(store.cells("g")) == {"keep"}
+    assert sorted(r.method for r in store.records()) == ["loose", "protonet"]
+    assert set(store.samples(keep + gone + [loose])) == set(keep)  # ncm's samples went too
+    assert store.drop_cells([]) == 0

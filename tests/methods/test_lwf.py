@@ -54,11 +54,19 @@ def _run(name: str, **params):
 
 
 def test_lambda_zero_is_finetuning_exactly():
-    lwf, _, x, _ = _run("lwf", lambda_old=0.0)
+    lwf, _, x, _ = _run("lwf", lambda_old=0.0, new_classes_only=False)
     ft, _, _, _ = _run("finetune")
     for a, b in zip(lwf.state_dict()["encoder"].values(), ft.state_dict()["encoder"].values()):
         assert torch.equal(a, b)
     assert torch.equal(lwf.predict(x, CPU), ft.predict(x, CPU))
+
+
+def test_the_new_classes_cross_entropy_leaves_the_old_rows_to_distillation():
+    lwf, snaps, _, _ = _run("lwf", lambda_old=0.0, weight_decay=0.0)
+    before, after = snaps[0].head.weight[:2], lwf.head.weight[:2]
+    assert torch.equal(before, after)  # no gradient reaches the old rows without distillation
+    both, snaps, _, _ = _run("lwf", lambda_old=0.0, weight_decay=0.0, new_classes_only=False)
+    assert not torch.equal(snaps[0].head.weight[:2], both.head.weight[:2])
 
 
 def test_distillation_keeps_old_logits_nearer_the_teacher():

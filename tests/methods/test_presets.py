@@ -89,3 +89,21 @@ def test_fewshot_digits_preset_trains_and_is_recorded(tmp_path):
     assert out.record.config["preset"] == preset.label
     assert out.record.config["fit"]["train_steps"] == preset.params["train_steps"]
     assert out.result.mean >= 0.4  # 5-way 1-shot: chance is 0.2
+
+
+def test_rechoosing_one_preset_moves_only_its_version(fake_presets, monkeypatch):
+    """select_presets writes a changed preset with its own version + 1; the other presets
+    keep their labels (and so the sweep cells keyed on them)."""
+    import benchmarks.select_presets as S
+
+    monkeypatch.setattr(S, "preset_file", lambda method: fake_presets)
+    out = {"chosen": {"finetune": {"epochs": 9, "backbone": "mlp", "image_size": 8}}}
+    S.write_presets("continual-digits", out)
+    got = P.list_presets("finetune")
+    assert got["digits"].version == 4 and got["digits"].params == {"epochs": 9,
+                                                                   "backbone": "mlp"}
+    assert got["paper-x"].version == 3 and got["fs"].version == 3
+    assert got["digits"].dataset_options == {"image_size": 8}
+    text = fake_presets.read_text()
+    S.write_presets("continual-digits", out)  # the same choice again: nothing moves
+    assert fake_presets.read_text() == text

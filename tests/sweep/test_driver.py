@@ -157,3 +157,27 @@ def test_continual_cells_resume_from_their_checkpoint(tmp_path):
     rows = ResultStore(store).records("continual/digits")
     assert sorted(r.seed for r in rows) == [0, 1]
     assert all(r.job["task"] == "continual" for r in rows)
+
+
+def test_resume_starts_the_continual_cells_a_grid_gained(tmp_path, monkeypatch):
+    """--resume of a grid that gained a method: the old cells are skipped, the new ones
+    have no checkpoint to continue from and start from scratch."""
+    monkeypatch.setenv("PROTOBENCH_RUNS", str(tmp_path / "runs"))
+    text = """
+    name: grown-grid
+    task: continual
+    datasets: [digits]
+    methods: [%s]
+    settings: {experiences: 2, num_classes: 4, dataset_options: {image_size: 8}}
+    options: {epochs: 1, backbone: mlp}
+    seeds: [0]
+    """
+    store = tmp_path / "r.sqlite"
+    res = runner.invoke(app, ["sweep", str(write(tmp_path, text % "finetune")), "--store",
+                              str(store)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["sweep", str(write(tmp_path, text % "finetune, lwf")),
+                              "--store", str(store), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert "1 cells run, 1 skipped" in res.output
+    assert sorted(r.method for r in ResultStore(store).records()) == ["finetune", "lwf"]
