@@ -56,7 +56,7 @@ from benchmarks._common import omniglot_pools
 from benchmarks._harness import Benchmark, UsageError, main
 from protobench.continual.stream import StreamSpec, build_stream, holdout_split
 from protobench.datasets import load_dataset
-from protobench.methods import build_method
+from protobench.methods import build_method, get_method_class
 from protobench.methods.presets import list_presets, preset_file
 from protobench.tasks.continual_run import run_stream
 
@@ -112,6 +112,9 @@ OOD_DIGITS = {
 }
 FEWSHOT_DIGITS = {
     "protonet": grid(train_steps=[100, 300, 1000]),
+    # transductive, no training: their test-time knobs, on raw pixels like NCM's digits rows
+    "bd-cspn": grid(eps=[1.0, 5.0, 10.0], top_z=[None, 5]),
+    "soft-kmeans": grid(steps=[1, 2, 5]),
 }
 
 
@@ -177,19 +180,25 @@ def ood_candidate(method: str, params: dict[str, Any], _data: Any) -> dict[str, 
 def fewshot_candidate(method: str, params: dict[str, Any], _data: Any) -> dict[str, Any]:
     from protobench.episodic import EpisodeSpec, make_episodes
     from protobench.evaluation import evaluate_episodes
+    from protobench.evaluation.scored import evaluate_scored
 
     torch.set_num_threads(1)
     train = load_dataset("digits", "train")
     meta_train = train.subset_classes([0, 1, 2], split="val-train")
     meta_val = train.subset_classes([3, 4], split="val")
-    m = build_method(method, task="fewshot", seed=0, **params)
+    seeded = {"seed": 0} if "seed" in get_method_class(method).__init__.__code__.co_varnames \
+        else {}
+    m = build_method(method, task="fewshot", **seeded, **params)
     start = time.perf_counter()
     m.fit(meta_train, torch.device("cpu"), progress=False)
     feats = m.transform(m.features(meta_val, torch.device("cpu")))
     out = {}
     for shots in (1, 5):
         eps = make_episodes(meta_val, EpisodeSpec(2, shots, 15, 300, seed=0))
-        out[f"accuracy_{shots}shot"] = evaluate_episodes(feats, eps, metric=m.metric).mean
+        if getattr(m, "scores_episodes", False):  # transductive: the method scores episodes
+            out[f"accuracy_{shots}shot"] = evaluate_scored(feats, eps, m).mean
+        else:
+            out[f"accuracy_{shots}shot"] = evaluate_episodes(feats, eps, metric=m.metric).mean
     out["accuracy"] = (out["accuracy_1shot"] + out["accuracy_5shot"]) / 2
     out["seconds"] = time.perf_counter() - start
     return out
@@ -296,7 +305,7 @@ def write_presets(name: str, out: dict[str, Any]) -> list[Path]:
         if options:
             entry["dataset_options"] = options
         before = dict(blob["presets"].get(target["dataset"]) or {})
-        version = int(before.pop("version", blob.get("version", 0)))
+        version = int(before.pop("version", blob.get("version", 1))) if before else 0
         if before != entry:  # only the changed preset's version moves (its label)
             blob["presets"][target["dataset"]] = {"version": version + 1, **entry}
             blob.setdefault("version", 1)  # the other entries' default: never moved
