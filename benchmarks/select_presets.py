@@ -186,8 +186,7 @@ def fewshot_candidate(method: str, params: dict[str, Any], _data: Any) -> dict[s
     train = load_dataset("digits", "train")
     meta_train = train.subset_classes([0, 1, 2], split="val-train")
     meta_val = train.subset_classes([3, 4], split="val")
-    seeded = {"seed": 0} if "seed" in get_method_class(method).__init__.__code__.co_varnames \
-        else {}
+    seeded = {"seed": 0} if "seed" in get_method_class(method)().get_params() else {}
     m = build_method(method, task="fewshot", **seeded, **params)
     start = time.perf_counter()
     m.fit(meta_train, torch.device("cpu"), progress=False)

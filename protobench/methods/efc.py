@@ -88,7 +88,9 @@ def drift_update(means: torch.Tensor, old_features: torch.Tensor, new_features: 
     ``mu_i + sum_j w_ij (n_j - o_j)``."""
     mu, o = means.double(), old_features.double()
     e = matrix.to(mu)
-    q = torch.stack([((o - m) @ e * (o - m)).sum(1) for m in mu])  # [S, N]
+    e = (e + e.T) / 2  # E is symmetric; the expansion below relies on it
+    oe, me = o @ e, mu @ e
+    q = (oe * o).sum(1)[None, :] - 2 * me @ o.T + (me * mu).sum(1)[:, None]  # [S, N]
     span = q.max() - q.min()
     s = (q.max() - q) / span if span > 0 else torch.ones_like(q)
     w = F.softmax(s / (2 * sigma ** 2), dim=1)
@@ -132,6 +134,23 @@ def _chol(cov: torch.Tensor, jitter: float = 1e-5) -> torch.Tensor:
             return factor
         jitter *= 10
     raise RuntimeError("efc: a class covariance is not positive semi-definite")
+
+
+def gaussian_rows(labels: torch.Tensor, z: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """``L[labels[i]] @ z[i]`` for every row, ``[n, D]``, without gathering ``n`` ``[D, D]``
+    factors: the rows are packed per class into ``[C, k, D]`` and multiplied by each class's
+    factor once (one batched matmul)."""
+    if not len(labels):
+        return z.new_empty(0, z.shape[1])
+    counts = torch.bincount(labels, minlength=len(factors))
+    order = torch.argsort(labels, stable=True)
+    ranked = labels[order]
+    slot = torch.arange(len(labels)) - (counts.cumsum(0) - counts)[ranked]
+    packed = z.new_zeros(len(factors), int(counts.max()), z.shape[1])
+    packed[ranked, slot] = z[order]
+    out = torch.empty_like(z)
+    out[order] = (packed @ factors.transpose(1, 2).to(z))[ranked, slot]
+    return out
 
 
 @register_method("efc")
@@ -204,9 +223,10 @@ class EFC(ContinualMethod):
                             for _ in range(reps)])[:int(self.proto_batch)]
         z = torch.randn(len(labels), self.means.shape[1], generator=generator,
                         dtype=torch.float64)
-        x = self.means[labels].double() + torch.einsum("nij,nj->ni", factors[labels], z)
         keep = torch.randperm(len(labels), generator=generator)[:n]
-        return x[keep].float(), labels[keep]
+        labels, z = labels[keep], z[keep]
+        return (self.means[labels].double() + gaussian_rows(labels, z, factors)).float(), labels
+
 
     # -- training --------------------------------------------------------------------------
 
@@ -295,15 +315,15 @@ class EFC(ContinualMethod):
         steps = self.epochs * num_batches(len(y), self.batch_size)
         stats: dict[str, float] = {}
         self.buffer = None
+        encoder.train()
+        for bn in _batchnorms(encoder):  # frozen: running statistics kept
+            bn.eval()
         with training_bar(steps, f"{self.name} experience {info.index + 1}/"
                           f"{info.num_experiences}", progress) as advance:
             for _ in range(self.epochs):
                 sums = {k: torch.zeros((), device=device) for k in ("ce", "efm", "pr")}
                 for xb, yb in iterate_batches(x, y, self.batch_size, gen):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                    encoder.train()
-                    for bn in _batchnorms(encoder):  # frozen: running statistics kept
-                        bn.eval()
                     out = self.step_losses(encoder, teacher, xb, yb, info, gen, factors)
                     loss = out["ce"] + out["efm"] + out["pr"]
                     opt.zero_grad(set_to_none=True)

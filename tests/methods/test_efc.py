@@ -84,6 +84,26 @@ def test_drift_worked_example_with_the_global_min_max():
     assert torch.allclose(two[1], torch.tensor([10 + w2[0], w2[1]], dtype=T), atol=1e-6)
 
 
+def test_drift_and_gaussian_rows_match_naive_loops():
+    from protobench.methods.efc import gaussian_rows
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 4, generator=g, dtype=T)
+    e = a @ a.T
+    mu, o, n = (torch.randn(k, 4, generator=g, dtype=T) for k in (3, 7, 7))
+    q = torch.tensor([[float((oj - m) @ e @ (oj - m)) for oj in o] for m in mu], dtype=T)
+    s = (q.max() - q) / (q.max() - q.min())
+    w = torch.softmax(s / (2 * 0.3 ** 2), dim=1)
+    assert torch.allclose(drift_update(mu, o, n, e, 0.3), mu + w @ (n - o), atol=1e-12)
+    b = torch.randn(5, 4, 4, generator=g, dtype=T)
+    factors = torch.linalg.cholesky(b @ b.transpose(1, 2) + torch.eye(4, dtype=T))
+    labels = torch.tensor([4, 0, 4, 2, 4, 0])  # classes 1 and 3 absent
+    z = torch.randn(6, 4, generator=g, dtype=T)
+    loop = torch.stack([factors[c] @ z[i] for i, c in enumerate(labels.tolist())])
+    assert torch.allclose(gaussian_rows(labels, z, factors), loop, atol=1e-12)
+    assert gaussian_rows(labels[:0], z[:0], factors).shape == (0, 4)
+
+
 def test_count_split():
     g = torch.Generator().manual_seed(0)
     for _ in range(5):  # S = C = 10, b = 64: every class twice
