@@ -66,6 +66,7 @@ class Setup:
     seed: int
     lwf_alpha: float = 1.0
     lwf_temperature: float = 2.0
+    device: torch.device = CPU  # ours and plain only (benchmarks/gpu_suite.py); avalanche: CPU
 
 
 def _result(acc: torch.Tensor, stream: ClassIncrementalStream, seconds: float) -> dict[str, Any]:
@@ -84,14 +85,14 @@ def ours(s: Setup) -> dict[str, Any]:
                           lr_step=LR_STEP, lr_gamma=LR_GAMMA, temperature=TEMPERATURE,
                           seed=s.seed)
     t = time.perf_counter()
-    res = run_stream(method, s.stream, CPU, seed=s.seed, progress=False,
+    res = run_stream(method, s.stream, s.device, seed=s.seed, progress=False,
                      eval_batch_size=EVAL_BATCH)
     return _result(res.accuracy, s.stream, time.perf_counter() - t)
 
 
 def plain(s: Setup) -> dict[str, Any]:
     """The same training as a bare loop (same random draws as ``ours``)."""
-    stream = s.stream
+    stream, dev = s.stream, s.device
     n = len(stream)
     acc = torch.full((n, n), float("nan"), dtype=torch.float64)
     t0 = time.perf_counter()
@@ -100,12 +101,13 @@ def plain(s: Setup) -> dict[str, Any]:
     for t in range(n):
         exp = stream.experience(t)
         torch.manual_seed(experience_seed(s.seed, t))
-        x, y = stream.train.x[exp.train_indices], stream.train.labels[exp.train_indices]
+        x = stream.train.x[exp.train_indices].to(dev)
+        y = stream.train.labels[exp.train_indices].to(dev)
         if encoder is None:
             torch.manual_seed(s.seed)
-            encoder = build_backbone(s.backbone, tuple(x.shape[1:]))
+            encoder = build_backbone(s.backbone, tuple(x.shape[1:])).to(dev)
         seen = stream.offsets[t + 1]
-        new = nn.Linear(encoder.out_dim, seen)
+        new = nn.Linear(encoder.out_dim, seen).to(dev)
         if head is not None:
             with torch.no_grad():
                 new.weight[:head.out_features] = head.weight
@@ -118,7 +120,7 @@ def plain(s: Setup) -> dict[str, Any]:
         sched = torch.optim.lr_scheduler.StepLR(opt, LR_STEP, LR_GAMMA)
         gen = torch.Generator().manual_seed(experience_seed(s.seed, t))
         for _ in range(s.epochs):
-            order = torch.randperm(len(y), generator=gen)
+            order = torch.randperm(len(y), generator=gen).to(dev)
             for start in range(0, len(y), s.batch_size):
                 idx = order[start:start + s.batch_size]
                 if len(idx) > 1:
@@ -132,10 +134,10 @@ def plain(s: Setup) -> dict[str, Any]:
         with torch.no_grad():
             for j in range(t + 1):
                 idx = stream.experience(j).test_indices
-                xt, yt = stream.test.x[idx], stream.test.labels[idx]
+                xt, yt = stream.test.x[idx].to(dev), stream.test.labels[idx].to(dev)
                 pred = torch.cat([head(encoder(xt[i:i + EVAL_BATCH])).argmax(1)
                                   for i in range(0, len(yt), EVAL_BATCH)])
-                acc[t, j] = (pred == yt).double().mean()
+                acc[t, j] = (pred == yt).double().mean().item()
     return _result(acc, stream, time.perf_counter() - t0)
 
 

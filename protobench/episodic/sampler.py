@@ -23,7 +23,9 @@ Per chunk (no Python loop over episodes or classes):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -104,29 +106,39 @@ def _sample_chunk(
 
 def _floyd(n: torch.Tensor, m: int, g: torch.Generator) -> torch.Tensor:
     """``[R, m]`` distinct positions in ``[0, n_r)`` per row, uniform subset in uniform order."""
-    rows = len(n)
-    u = torch.rand(rows, m, generator=g, dtype=torch.float64)
-    out = torch.empty(rows, m, dtype=torch.int64)
-    for i in range(m):
-        j = n - m + i
-        t = torch.minimum((u[:, i] * (j + 1)).long(), j)
-        if i:
-            t = torch.where((out[:, :i] == t.unsqueeze(1)).any(1), j, t)
-        out[:, i] = t
-    order = torch.rand(rows, m, generator=g).argsort(dim=1)
-    return out.gather(1, order)
+    from protobench.episodic.floyd import floyd_slots, shuffle_slots  # numba: on first use
+
+    u = torch.rand(len(n), m, generator=g, dtype=torch.float64)
+    slots = floyd_slots(n, u)
+    return shuffle_slots(slots, torch.rand(len(n), m, generator=g))
 
 
 def iter_episode_chunks(
-    data: LabeledData, spec: EpisodeSpec
+    data: LabeledData, spec: EpisodeSpec, workers: int = 1
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The episodes of ``spec`` chunk by chunk (``CHUNK`` episodes each), without ever holding
-    all of them: what streaming evaluation uses to keep memory flat in ``E``."""
+    all of them: what streaming evaluation uses to keep memory flat in ``E``. ``workers > 1``
+    samples up to ``2 * workers`` chunks ahead on as many threads (each chunk has its own
+    generator: the same chunks, in the same order)."""
     eligible = check_spec(data, spec)
     table, counts = data.class_table, data.class_counts
-    for c, start in enumerate(range(0, spec.episodes, CHUNK)):
-        n = min(CHUNK, spec.episodes - start)
-        yield _sample_chunk(table, counts, eligible, spec, n, _chunk_generator(spec.seed, c))
+    starts = range(0, spec.episodes, CHUNK)
+
+    def chunk(c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = min(CHUNK, spec.episodes - starts[c])
+        return _sample_chunk(table, counts, eligible, spec, n, _chunk_generator(spec.seed, c))
+
+    if workers <= 1:
+        yield from (chunk(c) for c in range(len(starts)))
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        ahead: deque[Future[tuple[torch.Tensor, torch.Tensor]]] = deque()
+        for c in range(len(starts)):
+            ahead.append(pool.submit(chunk, c))
+            if len(ahead) >= 2 * workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
 
 
 def sample_episodes(data: LabeledData, spec: EpisodeSpec) -> tuple[torch.Tensor, torch.Tensor]:

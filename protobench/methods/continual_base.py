@@ -1,6 +1,14 @@
-"""Training helpers shared by the continual methods: batches, shapes, the no-data check.
+"""Training helpers shared by the continual methods: batches, shapes, the no-data check,
+the training-speed options.
 
 The protocol itself is :class:`protobench.methods.protocols.ContinualMethod`.
+
+Speed options: every continual method takes ``amp`` (bfloat16 autocast of the encoder's
+forward, output float32), ``compile`` (``torch.compile``) and ``channels_last``, stored by
+:func:`~protobench.backbones.speed_options` (off = ``None``, left out of a row's identity
+and so of every existing row's), and trains its encoder through
+``with speed_up(encoder, TrainSpeed.of(self)) as fast:`` (:mod:`protobench.backbones`).
+Teachers, class statistics and predictions run the plain float32 encoder.
 """
 
 from __future__ import annotations
@@ -10,6 +18,12 @@ from typing import Any
 
 import torch
 
+from protobench.backbones import (  # noqa: F401  (re-exported)
+    SPEED_OPTIONS,
+    TrainSpeed,
+    speed_options,
+    speed_up,
+)
 from protobench.methods.protocols import (  # noqa: F401  (re-exported)
     ContinualMethod,
     ExperienceInfo,

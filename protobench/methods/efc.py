@@ -55,9 +55,12 @@ from protobench.methods.continual_base import (
     ContinualMethod,
     ExperienceInfo,
     Inputs,
+    TrainSpeed,
     input_shape,
     iterate_batches,
     num_batches,
+    speed_options,
+    speed_up,
 )
 from protobench.progress import training_bar
 
@@ -167,7 +170,9 @@ class EFC(ContinualMethod):
                  lr_milestones: tuple[int, ...] | list[int] = (45, 90), lr_gamma: float = 0.1,
                  efm_lambda: float = 10.0, efm_eta: float = 0.1,
                  proto_update_sigma: float = 0.2, proto_batch: int = 64,
-                 self_rotation: bool = True, seed: int = 0) -> None:
+                 self_rotation: bool = True, seed: int = 0,
+                 amp: bool | None = None, compile: bool | None = None,
+                 channels_last: bool | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
@@ -182,6 +187,7 @@ class EFC(ContinualMethod):
         self.proto_batch = proto_batch
         self.self_rotation = self_rotation
         self.seed = seed
+        self.amp, self.compile, self.channels_last = speed_options(amp, compile, channels_last)
         if int(proto_batch) < 1 or float(efm_lambda) < 0 or float(efm_eta) < 0:
             raise UserError(f"efc needs proto_batch >= 1, efm_lambda >= 0 and efm_eta >= 0, "
                             f"got {proto_batch}, {efm_lambda}, {efm_eta}")
@@ -244,8 +250,9 @@ class EFC(ContinualMethod):
         steps = self.epochs * num_batches(len(y), self.batch_size)
         stats: dict[str, float] = {}
         encoder.train()
-        with training_bar(steps, f"{self.name} experience 1/{info.num_experiences}",
-                          progress) as advance:
+        with speed_up(encoder, TrainSpeed.of(self)) as fast, \
+                training_bar(steps, f"{self.name} experience 1/{info.num_experiences}",
+                             progress) as advance:
             for _ in range(self.epochs):
                 loss_sum = torch.zeros((), device=device)
                 for xb, yb in iterate_batches(x, y, self.batch_size, gen):
@@ -255,7 +262,7 @@ class EFC(ContinualMethod):
                             xb = torch.cat([xb] + [torch.rot90(xb, k, (-2, -1))
                                                    for k in (1, 2, 3)])
                             yb = torch.cat([yb, *rotation_labels(yb, c0)])
-                        f = encoder(xb)
+                        f = fast(xb)
                         logits = head(f) if aux is None else torch.cat([head(f), aux(f)], 1)
                         loss = F.cross_entropy(logits, yb)
                         opt.zero_grad(set_to_none=True)
@@ -318,13 +325,14 @@ class EFC(ContinualMethod):
         encoder.train()
         for bn in _batchnorms(encoder):  # frozen: running statistics kept
             bn.eval()
-        with training_bar(steps, f"{self.name} experience {info.index + 1}/"
-                          f"{info.num_experiences}", progress) as advance:
+        with speed_up(encoder, TrainSpeed.of(self)) as fast, \
+                training_bar(steps, f"{self.name} experience {info.index + 1}/"
+                             f"{info.num_experiences}", progress) as advance:
             for _ in range(self.epochs):
                 sums = {k: torch.zeros((), device=device) for k in ("ce", "efm", "pr")}
                 for xb, yb in iterate_batches(x, y, self.batch_size, gen):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-                    out = self.step_losses(encoder, teacher, xb, yb, info, gen, factors)
+                    out = self.step_losses(fast, teacher, xb, yb, info, gen, factors)
                     loss = out["ce"] + out["efm"] + out["pr"]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

@@ -40,9 +40,12 @@ from protobench.methods.continual_base import (
     ContinualMethod,
     ExperienceInfo,
     Inputs,
+    TrainSpeed,
     input_shape,
     iterate_batches,
     num_batches,
+    speed_options,
+    speed_up,
 )
 from protobench.progress import training_bar
 
@@ -130,7 +133,9 @@ class FeCAM(ContinualMethod):
     def __init__(self, backbone: str = "auto", epochs: int = 200, batch_size: int = 128,
                  lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4,
                  beta: float = 0.5, gamma1: float = 1.0, gamma2: float = 1.0,
-                 shrink_times: int = 2, seed: int = 0) -> None:
+                 shrink_times: int = 2, seed: int = 0,
+                 amp: bool | None = None, compile: bool | None = None,
+                 channels_last: bool | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
@@ -142,6 +147,7 @@ class FeCAM(ContinualMethod):
         self.gamma2 = gamma2
         self.shrink_times = shrink_times
         self.seed = seed
+        self.amp, self.compile, self.channels_last = speed_options(amp, compile, channels_last)
         if int(shrink_times) < 0 or float(beta) < 0:
             raise UserError(f"fecam needs beta >= 0 and shrink_times >= 0, got beta={beta}, "
                             f"shrink_times={shrink_times}")
@@ -173,14 +179,15 @@ class FeCAM(ContinualMethod):
         gen = torch.Generator().manual_seed(info.seed)
         steps = self.epochs * num_batches(len(y), self.batch_size)
         stats: dict[str, float] = {}
-        with training_bar(steps, f"{self.name} experience 1/{info.num_experiences}",
-                          progress) as advance:
+        with speed_up(encoder, TrainSpeed.of(self)) as fast, \
+                training_bar(steps, f"{self.name} experience 1/{info.num_experiences}",
+                             progress) as advance:
             for _ in range(self.epochs):
                 loss_sum = torch.zeros((), device=device)
                 for xb, yb in iterate_batches(x, y, self.batch_size, gen):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                     if len(yb) > 1:  # BatchNorm needs two samples
-                        loss = F.cross_entropy(head(encoder(xb)), yb)
+                        loss = F.cross_entropy(head(fast(xb)), yb)
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()

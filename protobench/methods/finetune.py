@@ -12,7 +12,9 @@ Adam lr 1e-3, weight decay 2e-4, StepLR(45, 0.1) restarted each experience, batc
 100 epochs per experience. The optimiser is rebuilt at each experience, so a checkpoint
 between experiences needs only the networks. ``backbone="auto"`` picks
 :func:`protobench.backbones.default_backbone` for the input shape (``resnet18`` from 32x32,
-``conv4`` for 28x28 digits / Omniglot, ``mlp`` for feature vectors).
+``conv4`` for 28x28 digits / Omniglot, ``mlp`` for feature vectors). ``amp``, ``compile``,
+``channels_last``: the training-speed options of :mod:`protobench.methods.continual_base`
+(off by default), shared by ``lwf`` and ``joint``.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from protobench.methods.continual_base import (
     ContinualMethod,
     ExperienceInfo,
     Inputs,
+    TrainSpeed,
     input_shape,
     iterate_batches,
     num_batches,
+    speed_options,
+    speed_up,
 )
 from protobench.progress import training_bar
 
@@ -57,7 +62,9 @@ class Finetune(ContinualMethod):
 
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 2e-4, lr_step: int = 45,
-                 lr_gamma: float = 0.1, temperature: float = 0.1, seed: int = 0) -> None:
+                 lr_gamma: float = 0.1, temperature: float = 0.1, seed: int = 0,
+                 amp: bool | None = None, compile: bool | None = None,
+                 channels_last: bool | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
@@ -67,6 +74,7 @@ class Finetune(ContinualMethod):
         self.lr_gamma = lr_gamma
         self.temperature = temperature
         self.seed = seed
+        self.amp, self.compile, self.channels_last = speed_options(amp, compile, channels_last)
         self.encoder: nn.Module | None = None
         self.head: nn.Linear | None = None
         self.in_shape: tuple[int, ...] | None = None
@@ -111,14 +119,15 @@ class Finetune(ContinualMethod):
         stats: dict[str, float] = {}
         start = time.perf_counter()
         desc = f"{self.name} experience {info.index + 1}/{info.num_experiences}"
-        with training_bar(steps, desc, progress) as advance:
+        with speed_up(encoder, TrainSpeed.of(self)) as fast, \
+                training_bar(steps, desc, progress) as advance:
             for _ in range(self.epochs):
                 loss_sum = torch.zeros((), device=device)
                 correct = torch.zeros((), device=device)
                 for xb, yb in iterate_batches(x, y, self.batch_size, gen):
                     xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                     if len(yb) > 1:  # BatchNorm needs two samples
-                        logits = head(encoder(xb)) / self.temperature
+                        logits = head(fast(xb)) / self.temperature
                         loss = self._classification_loss(logits, yb)
                         extra = self._extra_loss(xb, logits)
                         if extra is not None:

@@ -60,9 +60,11 @@ class Joint(Finetune):
     def __init__(self, backbone: str = "auto", epochs: int = 100, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 2e-4, lr_step: int = 45,
                  lr_gamma: float = 0.1, temperature: float = 0.1, reinit: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, amp: bool | None = None, compile: bool | None = None,
+                 channels_last: bool | None = None) -> None:
         super().__init__(backbone, epochs, batch_size, lr, weight_decay, lr_step, lr_gamma,
-                         temperature, seed)
+                         temperature, seed, amp=amp, compile=compile,
+                         channels_last=channels_last)
         self.reinit = reinit
         self.kept: list[tuple[Inputs, torch.Tensor]] = []
 

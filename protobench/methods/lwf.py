@@ -52,9 +52,11 @@ class LwF(Finetune):
                  lr: float = 1e-3, weight_decay: float = 2e-4, lr_step: int = 45,
                  lr_gamma: float = 0.1, temperature: float = 0.1,
                  distill_temperature: float = 2.0, lambda_old: float = 1.0,
-                 new_classes_only: bool = True, seed: int = 0) -> None:
+                 new_classes_only: bool = True, seed: int = 0, amp: bool | None = None,
+                 compile: bool | None = None, channels_last: bool | None = None) -> None:
         super().__init__(backbone, epochs, batch_size, lr, weight_decay, lr_step, lr_gamma,
-                         temperature, seed)
+                         temperature, seed, amp=amp, compile=compile,
+                         channels_last=channels_last)
         self.distill_temperature = distill_temperature
         self.lambda_old = lambda_old
         self.new_classes_only = new_classes_only

@@ -61,9 +61,12 @@ from protobench.methods.continual_base import (
     ContinualMethod,
     ExperienceInfo,
     Inputs,
+    TrainSpeed,
     input_shape,
     iterate_batches,
     num_batches,
+    speed_options,
+    speed_up,
 )
 from protobench.progress import training_bar
 
@@ -172,7 +175,9 @@ class NapaVQ(ContinualMethod):
                  kd_weight: float = 10.0, neighbours: int = 15, edge_decay: float = 0.9,
                  edge_min: float = 0.9 ** 10, beta: float = 1e-3, rotations: int = 4,
                  index_backend: str = "auto", seed: int = 0, metric: str = "cosine",
-                 metric_options: dict[str, Any] | None = None) -> None:
+                 metric_options: dict[str, Any] | None = None,
+                 amp: bool | None = None, compile: bool | None = None,
+                 channels_last: bool | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.batch_size = batch_size
@@ -196,6 +201,7 @@ class NapaVQ(ContinualMethod):
         self.seed = seed
         self.metric = metric
         self.metric_options = metric_options
+        self.amp, self.compile, self.channels_last = speed_options(amp, compile, channels_last)
         self.geodesic = continual_geodesic(metric, metric_options)
         self.encoder: nn.Module | None = None
         self.codebook = torch.empty(0)  # W [R*C, D]
@@ -270,7 +276,8 @@ class NapaVQ(ContinualMethod):
         start = time.perf_counter()
         encoder.train()
         desc = f"{self.name} experience {info.index + 1}/{info.num_experiences}"
-        with training_bar(steps, desc, progress) as advance:
+        with speed_up(encoder, TrainSpeed.of(self)) as fast, \
+                training_bar(steps, desc, progress) as advance:
             for _ in range(self.epochs):
                 loss_sum = torch.zeros((), device=device)
                 correct = torch.zeros((), device=device)
@@ -280,7 +287,7 @@ class NapaVQ(ContinualMethod):
                     if len(yr) < 2:  # BatchNorm needs two rows
                         advance(**stats)
                         continue
-                    z = encoder(xr)
+                    z = fast(xr)
                     logits = dce_logits(z, codebook, self.temperature)
                     loss = F.cross_entropy(logits, yr)
                     edges = update_graph(z.detach(), codebook.detach(), edges, **graph)

@@ -60,9 +60,12 @@ from protobench.methods.continual_base import (
     ContinualMethod,
     ExperienceInfo,
     Inputs,
+    TrainSpeed,
     input_shape,
     iterate_batches,
     num_batches,
+    speed_options,
+    speed_up,
 )
 from protobench.progress import training_bar
 
@@ -189,7 +192,9 @@ class PRD(ContinualMethod):
                  distill_temp: float = 1.0, relation_axis: str = "classes",
                  relation_sim: str = "proj", projection_hidden: int = 512,
                  projection_dim: int = 128, index_backend: str = "auto", seed: int = 0,
-                 metric: str = "cosine", metric_options: dict[str, Any] | None = None) -> None:
+                 metric: str = "cosine", metric_options: dict[str, Any] | None = None,
+                 amp: bool | None = None, compile: bool | None = None,
+                 channels_last: bool | None = None) -> None:
         self.backbone = backbone
         self.epochs = epochs
         self.warmup_epochs = warmup_epochs
@@ -213,6 +218,7 @@ class PRD(ContinualMethod):
         self.seed = seed
         self.metric = metric
         self.metric_options = metric_options
+        self.amp, self.compile, self.channels_last = speed_options(amp, compile, channels_last)
         self.geodesic = continual_geodesic(metric, metric_options)
         self.encoder: nn.Module | None = None
         self.projector: nn.Module | None = None
@@ -269,7 +275,8 @@ class PRD(ContinualMethod):
         encoder.train()
         proj.train()
         desc = f"{self.name} experience {info.index + 1}/{info.num_experiences}"
-        with training_bar(steps, desc, progress) as advance:
+        with speed_up(encoder, TrainSpeed.of(self)) as fast, \
+                training_bar(steps, desc, progress) as advance:
             for epoch in range(epochs):
                 decay = self.lr_gamma ** sum(epoch >= m for m in milestones)
                 for group in self.optimizer.param_groups:
@@ -280,7 +287,7 @@ class PRD(ContinualMethod):
                     xb, yb = xb.to(device), yb.to(device)
                     xv = torch.cat([augment_view(xb, gen), augment_view(xb, gen)])
                     yv = torch.cat([yb, yb])
-                    h = encoder(xv)
+                    h = fast(xv)
                     l_sc = supcon_loss(F.normalize(proj(h), dim=1), yv,
                                        self.supcon_temperature, self.base_temperature)
                     l_p = prototype_loss(h, yv, prototypes)

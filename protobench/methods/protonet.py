@@ -13,7 +13,12 @@ code halves 100 episodes earlier), training episodes 60-way with the test shot a
 
 Option ``amp=True`` trains the encoder under bfloat16 autocast (about 1.7x faster on
 CPUs with AVX-512 BF16); distances and loss stay float32 and evaluation features are
-always float32. Off by default, as the card trains in float32.
+always float32. Off by default, as the card trains in float32. ``compile=True``
+(``torch.compile``) and ``channels_last=True`` apply to the training loop only, through
+:func:`protobench.backbones.speed_up`; off by default (``None``, left out of a row's
+identity). Measured (``benchmarks/results/training_speed.md``, 60-way 1-shot on a 2-core
+CPU): amp 1.5x, channels_last 1.2x, both 2.1x, compile 1.07x; only compile is float32-exact,
+so the card's float32 loop stays the default.
 
 Prototypes and logits are :class:`~protobench.geometry.Prototypes` (``from_support``,
 ``scores``). ``metric="geodesic"`` (GeoProto-style, :mod:`protobench.geometry.geodesic`,
@@ -36,7 +41,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from protobench.backbones import build_backbone, extract_features
+from protobench.backbones import (
+    TrainSpeed,
+    build_backbone,
+    extract_features,
+    speed_option,
+    speed_up,
+)
 from protobench.datasets.base import ClassSet, LabeledData
 from protobench.episodic.sampler import EpisodeSpec, episode_labels, sample_episodes
 from protobench.errors import check_input_shape
@@ -101,7 +112,8 @@ class ProtoNet(FewShotMethod):
                  train_ways: int = 60, train_shots: int = 1, train_queries: int = 5,
                  train_steps: int = 1000, lr: float = 1e-3, weight_decay: float = 0.0,
                  lr_decay_every: int = 2000, temperature: float = 1.0, amp: bool = False,
-                 seed: int = 0, metric_options: dict[str, Any] | None = None) -> None:
+                 seed: int = 0, metric_options: dict[str, Any] | None = None,
+                 compile: bool | None = None, channels_last: bool | None = None) -> None:
         self.backbone = backbone
         self.metric = metric
         self.train_ways = train_ways
@@ -115,6 +127,8 @@ class ProtoNet(FewShotMethod):
         self.amp = amp
         self.seed = seed
         self.metric_options = metric_options
+        self.compile = speed_option("compile", compile)
+        self.channels_last = speed_option("channels_last", channels_last)
         self.geodesic = check_metric_options(metric, metric_options)
         self.encoder: torch.nn.Module | None = None
         self.in_shape: tuple[int, ...] | None = None
@@ -143,9 +157,11 @@ class ProtoNet(FewShotMethod):
         episodes, _ = sample_episodes(train, spec)  # [T, N, K+Q]
         opt = torch.optim.Adam(encoder.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         losses, accs = [], []
+        speed = TrainSpeed(bool(self.compile), bool(self.channels_last))  # amp: episode_loss
         start = time.perf_counter()
-        with training_bar(steps, f"protonet {ways}-way {self.train_shots}-shot",
-                          progress) as advance:
+        with speed_up(encoder, speed) as fast, \
+                training_bar(steps, f"protonet {ways}-way {self.train_shots}-shot",
+                             progress) as advance:
             for t in range(steps):
                 for group in opt.param_groups:
                     group["lr"] = lr_at(t, self.lr, self.lr_decay_every)
@@ -153,7 +169,7 @@ class ProtoNet(FewShotMethod):
                 if self.geodesic is not None:
                     refresh_pool(self.geodesic, encoder, train, t, ways, device)
                 x = train.get(idx.flatten()).to(device).view(*idx.shape, *self.in_shape)
-                loss, acc = episode_loss(encoder, x, ways, self.train_shots, self.metric,
+                loss, acc = episode_loss(fast, x, ways, self.train_shots, self.metric,
                                          self.temperature, self.amp, self.geodesic)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

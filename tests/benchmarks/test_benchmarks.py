@@ -13,8 +13,13 @@ def test_throughput_quick(quick):
     rows = [r for r in out["rows"] if r["kind"] == "evaluation"]
     assert {(r["ways"], r["shots"]) for r in rows} == {(5, 1), (5, 5)}
     for r in rows:  # the three libraries score the same task: similar accuracies
-        accs = [r[k]["accuracy"] for k in ("protobench", "easyfsl", "learn2learn")]
+        accs = [r[k]["accuracy"] for k in ("protobench", "protobench_batched",
+                                           "protobench_streamed", "easyfsl", "learn2learn")]
         assert 0.3 < min(accs) and max(accs) - min(accs) < 0.1
+        assert r["fused_equals_batched"] is True  # same episodes: the same accuracies
+        assert r["gather_only"]["median_eps_per_s"] > 0
+        assert r["of_gather_bound"] == pytest.approx(
+            r["protobench"]["median_eps_per_s"] / r["gather_only"]["median_eps_per_s"])
 
 
 @pytest.mark.skipif(not OMNIGLOT.exists(), reason=f"real Omniglot files absent ({OMNIGLOT})")

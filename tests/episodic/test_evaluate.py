@@ -34,13 +34,15 @@ def test_matches_naive_loop(metric):
     ref = naive_accuracies(data.x, eps.indices, 2, metric)
     assert 0.3 < got.mean < 0.99
     assert torch.allclose(got.accuracies, ref)
+    batched = evaluate_episodes(data.x, eps, metric=metric, kernel="torch")
+    assert torch.allclose(batched.accuracies, ref)
 
 
 def test_chunking_does_not_change_results():
     data = make_features(spread=3.0)
     eps = make_episodes(data, EpisodeSpec(5, 1, 5, 300, seed=5))
-    big = evaluate_episodes(data.x, eps, memory_budget=2**30)
-    tiny = evaluate_episodes(data.x, eps, memory_budget=1)
+    big = evaluate_episodes(data.x, eps, memory_budget=2**30, kernel="torch")
+    tiny = evaluate_episodes(data.x, eps, memory_budget=1, kernel="torch")
     assert torch.equal(big.accuracies, tiny.accuracies)
 
 

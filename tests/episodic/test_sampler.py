@@ -103,3 +103,42 @@ def test_draws_are_uniform_subsets_in_uniform_order(per_class, monkeypatch):
         assert len(seen) == 20
         assert torch.allclose(seen, torch.full((20,), 0.05, dtype=torch.float64), atol=0.006)
 
+
+
+def _floyd_torch(n, m, g):
+    """The vectorised torch form of Floyd's slots (the sampler's before it was compiled)."""
+    rows = len(n)
+    u = torch.rand(rows, m, generator=g, dtype=torch.float64)
+    out = torch.empty(rows, m, dtype=torch.int64)
+    for i in range(m):
+        j = n - m + i
+        t = torch.minimum((u[:, i] * (j + 1)).long(), j)
+        if i:
+            t = torch.where((out[:, :i] == t.unsqueeze(1)).any(1), j, t)
+        out[:, i] = t
+    order = torch.rand(rows, m, generator=g).argsort(dim=1)
+    return out.gather(1, order)
+
+
+@pytest.mark.parametrize("m", [1, 2, 6, 20, 40])
+def test_compiled_floyd_equals_the_torch_loop(m):
+    n = torch.randint(m, 3 * m + 5, (5000,), generator=torch.Generator().manual_seed(m))
+    n[:50] = m  # every position taken: the "j instead" branch on every slot
+    got = sampler_mod._floyd(n, m, torch.Generator().manual_seed(7))
+    ref = _floyd_torch(n, m, torch.Generator().manual_seed(7))
+    assert torch.equal(got, ref)
+    assert (got < n.unsqueeze(1)).all() and (got >= 0).all()
+    assert (got.sort(1).values.diff(dim=1) > 0).all()  # distinct within each row
+
+
+def test_slot_order_equals_torch_argsort_with_and_without_ties():
+    from protobench.episodic.floyd import shuffle_slots
+
+    g = torch.Generator().manual_seed(3)
+    slots = torch.randint(0, 1000, (6000, 20), generator=g)
+    for keys in (torch.rand(6000, 20, generator=g),  # distinct keys: one sorted order
+                 torch.randint(0, 6, (6000, 20), generator=g).float()):  # ties everywhere
+        assert torch.equal(shuffle_slots(slots, keys), slots.gather(1, keys.argsort(dim=1)))
+    keys = torch.rand(6000, 20, generator=g)
+    keys[::97, 3] = keys[::97, 11]  # a few tied rows among distinct ones
+    assert torch.equal(shuffle_slots(slots, keys), slots.gather(1, keys.argsort(dim=1)))
