@@ -427,7 +427,7 @@ def run(args: argparse.Namespace, quick: bool) -> Iterator[tuple[str, dict[str, 
     budget = QUICK_BUDGET_S if quick else BUDGET_S
     out: dict[str, Any] = {"environment": environment(device), "budget_seconds": budget,
                            "parts": {}}
-    start, threads = time.perf_counter(), torch.get_num_threads()
+    start = time.perf_counter()
     for name, fn in PARTS.items():
         if name not in selected:
             out["parts"][name] = {"status": "skipped", "reason": "not selected (--parts)",
@@ -444,9 +444,6 @@ def run(args: argparse.Namespace, quick: bool) -> Iterator[tuple[str, dict[str, 
             entry = {"status": "error", "reason": f"{type(exc).__name__}: {exc}",
                      "traceback": traceback.format_exc()[-4000:]}
         entry["seconds"] = round(time.perf_counter() - t, 2)
-        if torch.get_num_threads() != threads:  # e.g. numba's OpenMP layer resets it
-            entry["torch_threads_reset_from"] = torch.get_num_threads()
-            torch.set_num_threads(threads)  # or the later parts run oversubscribed
         out["parts"][name] = entry
         print(f"[{name}] {entry['status']} in {entry['seconds']:.1f} s"
               + (f": {entry['reason']}" if "reason" in entry else ""), flush=True)

@@ -7,9 +7,10 @@ and read twice. This kernel (numba, compiled from the lock file's ``numba``/``ll
 on first use and cached; no compiler is needed on the user's machine) walks the episodes
 in parallel and, per episode, sums the ``K`` support rows of each class into an ``[N, D]``
 prototype block that stays in L1 cache, then reads each query row once from the feature
-matrix and scores it against all ``N`` prototypes (four prototypes per pass over the
-row). Nothing is gathered: the only memory traffic is one read of each row an episode
-names, which is what bounds the gather alone.
+matrix and scores it against all ``N`` prototypes (four prototypes and ``||q||^2`` per
+pass over the row, the next query row prefetched meanwhile). Nothing is gathered: the
+only memory traffic is one read of each row an episode names, which is what bounds the
+gather alone.
 
 Scores are the metric's ranking form, as on the batched path: ``2 q.p - ||p||^2`` for
 ``sqeuclidean``/``euclidean``/``geodesic`` and ``q . p / max(||p||, 1e-8)`` for

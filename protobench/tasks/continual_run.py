@@ -114,7 +114,16 @@ def _write_checkpoint(run_dir: Path, blob: dict[str, Any]) -> None:
     os.replace(tmp, run_dir / CHECKPOINT)
 
 
+def _set(params: Any) -> Any:
+    """Parameters without the unset (``None``) ones: a checkpoint written before a method
+    gained an option (off = ``None``) still resumes, as a row's identity also drops them."""
+    return {k: v for k, v in params.items() if v is not None} if isinstance(params, dict) \
+        else params
+
+
 def _check_identity(saved: dict[str, Any], now: dict[str, Any], run_dir: Path) -> None:
+    saved, now = {**saved, "params": _set(saved.get("params"))}, \
+        {**now, "params": _set(now.get("params"))}
     diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
     if diff:
         shown = ", ".join(f"{k}={saved.get(k)!r}" for k in diff[:4])

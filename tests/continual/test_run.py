@@ -108,6 +108,26 @@ def test_resume_refuses_other_options_or_no_checkpoint(digits_stream, tmp_path):
         run_stream(_finetune(), digits_stream, CPU, seed=1, run_dir=tmp_path, resume=True)
 
 
+
+def test_a_checkpoint_from_before_an_unset_option_existed_resumes(digits_stream, tmp_path):
+    from protobench.tasks.continual_run import _write_checkpoint
+
+    with pytest.raises(Stop):
+        run_stream(_finetune(), digits_stream, CPU, run_dir=tmp_path, progress=False,
+                   on_experience_end=lambda t, a: (_ for _ in ()).throw(Stop()))
+    blob = read_checkpoint(tmp_path)
+    params = blob["identity"]["params"]
+    assert params["compile"] is None  # an option that is off
+    blob["identity"]["params"] = {k: v for k, v in params.items() if v is not None}
+    _write_checkpoint(tmp_path, blob)  # as written before the option existed
+    resumed = run_stream(_finetune(), digits_stream, CPU, run_dir=tmp_path, resume=True,
+                         progress=False)
+    assert resumed.resumed_from == 1
+    with pytest.raises(UserError, match="started with params="):  # a set option still counts
+        run_stream(build_method("finetune", backbone="mlp", epochs=2, batch_size=32, seed=0,
+                                compile=True), digits_stream, CPU, run_dir=tmp_path,
+                   resume=True)
+
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     from protobench.tasks.continual import ContinualConfig, run_continual
