@@ -167,12 +167,8 @@ def part_protonet(args: argparse.Namespace, quick: bool, device: torch.device) -
         raise Skip(f"learn2learn is not installed ({exc})") from exc
     from benchmarks import protonet_training as pt
 
-    on_device = all("device" in inspect.signature(f).parameters for f in (pt.ours, pt.learn2learn))
-    if device.type != "cpu" and not on_device:
-        raise Skip("benchmarks/protonet_training.py has no --device yet (its runners are "
-                   "CPU-only), so it cannot run on " + str(device))
     argv = ["--data-root", str(root), "--repeats", "3", "--steps", "100",
-            "--settings", "5x5x15,20x1x5"] + (["--device", str(device)] if on_device else [])
+            "--settings", "5x5x15,20x1x5", "--device", str(device)]
     out = pt.run(pt.BENCHMARK.parser().parse_args(argv), quick)
     for row in out["rows"]:
         print(f"  {row['ways']}w{row['shots']}s{row['queries']}q: " + ", ".join(

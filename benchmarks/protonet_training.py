@@ -39,6 +39,8 @@ from protobench.datasets import load_dataset
 from protobench.datasets.base import LabeledData
 from protobench.methods.protonet import ProtoNet
 
+CPU = torch.device("cpu")
+
 
 def load(data_root: Path | None) -> LabeledData:
     if data_root is not None and (data_root / "images_background_small1.zip").exists():
@@ -50,11 +52,18 @@ def load(data_root: Path | None) -> LabeledData:
     return LabeledData(x, data.labels, data.class_names, data.name, data.split)
 
 
-def ours(data: LabeledData, ways: int, shots: int, queries: int, steps: int, amp: bool) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def ours(data: LabeledData, ways: int, shots: int, queries: int, steps: int, amp: bool,
+         device: torch.device = CPU) -> float:
     method = ProtoNet(backbone="conv4", train_ways=ways, train_shots=shots,
                       train_queries=queries, train_steps=steps, amp=amp, seed=0)
     t = time.perf_counter()
-    method.fit(data, torch.device("cpu"), progress=False)
+    method.fit(data, device, progress=False)
+    _sync(device)
     return steps / (time.perf_counter() - t)
 
 
@@ -64,12 +73,12 @@ def _pairwise_distances_logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def learn2learn(data: LabeledData, ways: int, shots: int, queries: int, steps: int,
-                amp: bool = False) -> float:
+                amp: bool = False, device: torch.device = CPU) -> float:
     import learn2learn as l2l
 
     random.seed(0)
     torch.manual_seed(0)
-    model = build_backbone("conv4", tuple(data.x.shape[1:]))
+    model = build_backbone("conv4", tuple(data.x.shape[1:])).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     meta = l2l.data.MetaDataset(FeatureSet(data))  # (x_i, y_i) items, any x shape
     transforms = [l2l.data.transforms.NWays(meta, ways),
@@ -83,6 +92,7 @@ def learn2learn(data: LabeledData, ways: int, shots: int, queries: int, steps: i
     for _ in range(steps):
         batch = next(iter(loader))
         x, y = batch
+        x, y = x.to(device), y.to(device)  # as the example's fast_adapt
         sort = torch.sort(y)
         x, y = x.squeeze(0)[sort.indices].squeeze(0), y.squeeze(0)[sort.indices].squeeze(0)
         z = model(x)
@@ -99,6 +109,7 @@ def learn2learn(data: LabeledData, ways: int, shots: int, queries: int, steps: i
         opt.zero_grad()
         loss.backward()
         opt.step()
+    _sync(device)
     return steps / (time.perf_counter() - t)
 
 
@@ -108,19 +119,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data-root", type=Path, default=None,
                     help="folder with the Omniglot zips (else digits)")
     ap.add_argument("--settings", default="5x5x15,20x1x5", help="WAYSxSHOTSxQUERIES,...")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both libraries)")
 
 
 def run(args: argparse.Namespace, quick: bool) -> dict[str, Any]:
     if quick:
         args.repeats, args.steps, args.settings = 1, 3, "5x1x5"
-    data = load(args.data_root)
+    data, device = load(args.data_root), torch.device(args.device)
     out: dict[str, Any] = {
         "data": f"{data.name}/{data.split} ({data.num_classes} classes, {len(data)} images, "
                 f"{tuple(data.x.shape[1:])})",
-        "steps": args.steps, "repeats": args.repeats, "rows": []}
-    runners = {"protobench": lambda *a: ours(*a, amp=False),
-               "protobench-bf16": lambda *a: ours(*a, amp=True),
-               "learn2learn": learn2learn}
+        "steps": args.steps, "repeats": args.repeats, "device": str(device), "rows": []}
+    runners = {"protobench": lambda *a: ours(*a, amp=False, device=device),
+               "protobench-bf16": lambda *a: ours(*a, amp=True, device=device),
+               "learn2learn": lambda *a: learn2learn(*a, device=device)}
     for setting in args.settings.split(","):
         ways, shots, queries = (int(v) for v in setting.split("x"))
         rates: dict[str, list[float]] = {k: [] for k in runners}
